@@ -1,0 +1,9 @@
+//! backfill: move historic Firefox Telemetry from the legacy Hadoop store into the
+//! partitioned S3 layout, converted, with proof that nothing was lost.
+//!
+//! The crate is layered: [`core`] is pure (bytes in, records and verdicts out) and is
+//! shared by every command; the I/O shells (sources, sinks, the export pipeline, the
+//! CLI) sit around it.
+#![warn(missing_docs)]
+
+pub mod core;
