@@ -7,3 +7,5 @@
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod source;
+pub mod store;

@@ -1,0 +1,212 @@
+//! A destination in a local directory. Writes go to a hidden temporary file in the
+//! target folder, are flushed with `sync_all`, renamed over the key and the folder is
+//! fsynced, so a crash leaves either the old object, the new one, or a hidden temp
+//! file that listings ignore, never a torn object.
+
+use super::{check_key, ObjectMeta, ObjectWriter, Store};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Prefix of temporary files; listings skip names starting with it.
+const TMP_PREFIX: &str = ".tmp.";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A store rooted at a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store at `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(LocalStore { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+/// Renames `from` over `to` and fsyncs the folder, so the rename itself is durable.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    if let Some(dir) = to.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+struct LocalWriter {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    written: u64,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("open until commit").write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn commit(mut self: Box<Self>) -> io::Result<u64> {
+        let file = self.file.take().expect("commit once");
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        rename_durably(&self.tmp, &self.dest)?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
+        let dest = self.path(key)?;
+        let dir = dest.parent().expect("key has a file name");
+        fs::create_dir_all(dir)?;
+        let name = dest
+            .file_name()
+            .expect("key has a file name")
+            .to_string_lossy();
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{n}", std::process::id()));
+        let file = File::create(&tmp)?;
+        Ok(Box::new(LocalWriter {
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            dest,
+            written: 0,
+        }))
+    }
+
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(self.path(key)?)?))
+    }
+
+    fn read_range(&self, key: &str, start: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut f = File::open(self.path(key)?)?;
+        f.seek(SeekFrom::Start(start))?;
+        let mut v = vec![0; len as usize];
+        f.read_exact(&mut v).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{key}: reading {len} bytes at {start}: {e}"),
+            )
+        })?;
+        Ok(v)
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        // Start from the deepest folder the prefix names, then filter by prefix.
+        let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        walk(&self.root, &start, prefix, &mut out)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(key)?) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let ft = entry.file_type()?;
+        let key = path
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        if ft.is_dir() {
+            // Only descend where the prefix can still match.
+            let as_dir = format!("{key}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            out.push(ObjectMeta {
+                key,
+                size: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("dest")).unwrap();
+        super::super::contract::run(&store);
+    }
+
+    #[test]
+    fn abandoned_and_committed_writes_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let mut w = store.create("x/y").unwrap();
+        w.write_all(b"1").unwrap();
+        w.commit().unwrap();
+        drop(store.create("x/z").unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path().join("x"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("y")]);
+    }
+}

@@ -1,0 +1,145 @@
+//! Destination stores: where converted objects and the tool's bookkeeping go.
+//!
+//! One trait, one module per backend (the local directory is the embedded default;
+//! S3 comes beside it). Every write is atomic: an object appears under its final key
+//! complete or not at all, so a crash never leaves a half-written object behind a
+//! name a consumer would read. Stores know nothing of records or partitions.
+
+pub mod local;
+
+use std::io::{self, Read, Write};
+
+/// What a listing returns for one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key, relative to the store's root, `/`-separated.
+    pub key: String,
+    /// Size in bytes as stored.
+    pub size: u64,
+}
+
+/// A streaming upload that publishes only on [`ObjectWriter::commit`]; dropping it
+/// without committing abandons the upload and leaves nothing under the key.
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object visible under its key; returns its size in bytes.
+    fn commit(self: Box<Self>) -> io::Result<u64>;
+}
+
+/// A place objects are written to and read back from.
+pub trait Store: Send + Sync {
+    /// A URL-like description for messages (never with credentials).
+    fn describe(&self) -> String;
+    /// Writes a whole object atomically.
+    fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut w = self.create(key)?;
+        w.write_all(bytes)?;
+        w.commit().map(|_| ())
+    }
+    /// Starts a streaming atomic write.
+    fn create(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>>;
+    /// Reads a whole object, `None` when it does not exist.
+    fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match self.open(key) {
+            Ok(mut r) => {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v)?;
+                Ok(Some(v))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// Opens an object for streaming reads.
+    fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
+    /// Reads `len` bytes at `start`; a short object is an error.
+    fn read_range(&self, key: &str, start: u64, len: u64) -> io::Result<Vec<u8>>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, key: &str) -> io::Result<()>;
+}
+
+/// Checks that a key cannot escape the store's root: relative, `/`-separated, no
+/// empty, `.` or `..` segment, no NUL or backslash.
+pub fn check_key(key: &str) -> io::Result<()> {
+    let bad = key.is_empty()
+        || key.contains(['\0', '\\'])
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing object key {key:?}: it could escape the destination"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The behaviour every [`Store`] backend must show; each backend's tests call
+    //! [`run`] on a fresh, empty store.
+    use super::*;
+
+    /// Runs every contract check against an empty store.
+    pub fn run(store: &dyn Store) {
+        // put / get / overwrite
+        store.put("a/b/c.txt", b"hello").unwrap();
+        assert_eq!(
+            store.get("a/b/c.txt").unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        store.put("a/b/c.txt", b"hello again").unwrap();
+        assert_eq!(
+            store.get("a/b/c.txt").unwrap().as_deref(),
+            Some(&b"hello again"[..])
+        );
+        assert_eq!(store.get("missing").unwrap(), None);
+        assert!(store.open("missing").is_err());
+
+        // streaming writes are invisible until commit; dropped writes leave nothing
+        let mut w = store.create("s/obj").unwrap();
+        w.write_all(b"part1-").unwrap();
+        assert_eq!(store.get("s/obj").unwrap(), None);
+        w.write_all(b"part2").unwrap();
+        assert_eq!(w.commit().unwrap(), 11);
+        assert_eq!(
+            store.get("s/obj").unwrap().as_deref(),
+            Some(&b"part1-part2"[..])
+        );
+        let mut w = store.create("s/abandoned").unwrap();
+        w.write_all(b"x").unwrap();
+        drop(w);
+        assert_eq!(store.get("s/abandoned").unwrap(), None);
+
+        // ranges
+        assert_eq!(store.read_range("s/obj", 2, 3).unwrap(), b"rt1");
+        assert!(store.read_range("s/obj", 8, 10).is_err());
+
+        // listing: sorted, by prefix, sizes, no temporary leftovers
+        let keys: Vec<_> = store
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.key, m.size))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("a/b/c.txt".to_string(), 11), ("s/obj".to_string(), 11)]
+        );
+        assert_eq!(store.list("s/").unwrap().len(), 1);
+        assert_eq!(store.list("nope/").unwrap().len(), 0);
+
+        // delete, idempotent
+        store.delete("s/obj").unwrap();
+        store.delete("s/obj").unwrap();
+        assert_eq!(store.get("s/obj").unwrap(), None);
+
+        // keys that could escape are refused
+        for bad in ["../x", "a/../../x", "/abs", "a//b", "a/./b", ""] {
+            assert!(store.put(bad, b"x").is_err(), "{bad:?} accepted");
+        }
+    }
+}
