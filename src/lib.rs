@@ -7,3 +7,4 @@
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod mappings_dir;
