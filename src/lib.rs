@@ -7,5 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod mappings_dir;
 pub mod source;
 pub mod store;
