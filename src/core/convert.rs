@@ -1,1 +1,1236 @@
-//! (being written)
+//! Validation and conversion of one record (SPEC §3–§6): a classic (ver 1) payload in,
+//! either a converted line `<docId>\t<json>` with its partition, or a [`Rejection`]
+//! with the first failing reason in SPEC §6's order.
+//!
+//! One pass copies the payload to its canonical form while validating it, reading the
+//! few `info` fields the schema and revision need and parsing `histograms` into a
+//! compact intermediate form; the histograms are converted once the revision is known
+//! and spliced back in their place. The converter owns reusable buffers, so a worker
+//! keeps one [`Converter`] and allocates nothing per record in the steady state.
+//! It does not read files, decide what to do with rejects, or count anything: the
+//! caller owns reports.
+
+use crate::core::body;
+use crate::core::histdefs::{Definitions, HistDef};
+use crate::core::json::{self, JResult, JsonError};
+use crate::core::mappings::Mappings;
+use crate::core::reason::{Reason, Rejection};
+use crate::core::rowkey;
+
+/// Where a payload's string lives: in the payload itself (already canonical) or in the
+/// converter's arena (canonicalised because it had escapes or non-ASCII).
+#[derive(Clone, Copy, Debug)]
+enum Span {
+    Input(usize, usize),
+    Arena(usize, usize),
+}
+
+impl Span {
+    fn bytes<'a>(self, input: &'a [u8], arena: &'a [u8]) -> &'a [u8] {
+        match self {
+            Span::Input(s, e) => &input[s..e],
+            Span::Arena(s, e) => &arena[s..e],
+        }
+    }
+}
+
+/// The five statistics after the bucket counts, in output order.
+const SUM_FIELDS: [&[u8]; 5] = [
+    b"sum",
+    b"log_sum",
+    b"log_sum_squares",
+    b"sum_squares_lo",
+    b"sum_squares_hi",
+];
+
+#[derive(Clone, Copy, Debug)]
+enum BucketCount {
+    Absent,
+    Number(usize, usize),
+    NotNumber,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Values {
+    Missing,
+    NotObject,
+    /// Range into the converter's `values` list.
+    Entries(usize, usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum HistBody {
+    NotObject,
+    Object {
+        bucket_count: BucketCount,
+        values: Values,
+        /// Number tokens (input ranges) of the five statistics; `None` → -1.
+        sums: [Option<(usize, usize)>; 5],
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct HistIr {
+    name: Span,
+    body: HistBody,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ValueIr {
+    key: Span,
+    /// The count's number token, `None` when the value is not a number.
+    count: Option<(usize, usize)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ver {
+    Missing,
+    One,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Missing,
+    NotObject,
+    Object,
+}
+
+/// Where each schema dimension takes its raw value from.
+#[derive(Clone, Copy, Debug)]
+enum DimSource {
+    Day,
+    Info(usize),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Field {
+    present: bool,
+    text: String,
+}
+
+/// A successfully converted record; borrows the converter's buffers until the next
+/// call.
+#[derive(Debug)]
+pub struct Converted<'c> {
+    /// The document id.
+    pub doc_id: &'c str,
+    /// The submission day, `yyyyMMdd`.
+    pub day: &'c str,
+    /// Final dimension values, in schema order (as they appear in the key).
+    pub dims: &'c [String],
+    /// The object key prefix, e.g. `saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log`.
+    pub partition: &'c str,
+    /// The output line, `<docId>\t<json>\n`.
+    pub line: &'c [u8],
+    dropped: &'c [(usize, usize)],
+    dropped_names: &'c [u8],
+}
+
+impl<'c> Converted<'c> {
+    /// Names of histograms dropped because the definitions do not know them.
+    pub fn dropped(&self) -> impl Iterator<Item = &'c str> + '_ {
+        self.dropped.iter().map(|&(s, e)| {
+            // Canonical text is ASCII.
+            std::str::from_utf8(&self.dropped_names[s..e]).unwrap_or("?")
+        })
+    }
+}
+
+/// Converts records with one set of mappings, reusing its buffers between records.
+pub struct Converter<'m> {
+    mappings: &'m Mappings,
+    wanted: Vec<&'m str>,
+    dim_src: Vec<DimSource>,
+    rev_field: usize,
+    table_fields: [usize; 4],
+    fields: Vec<Field>,
+    out: Vec<u8>,
+    hbuf: Vec<u8>,
+    scratch: Vec<u8>,
+    arena: Vec<u8>,
+    hists: Vec<HistIr>,
+    values: Vec<ValueIr>,
+    counts: Vec<Option<(usize, usize)>>,
+    dropped: Vec<(usize, usize)>,
+    dropped_names: Vec<u8>,
+    dims: Vec<String>,
+    partition: String,
+    line: Vec<u8>,
+    doc_id: String,
+    day: String,
+    hist_at: Option<usize>,
+}
+
+fn field_index<'m>(wanted: &mut Vec<&'m str>, name: &'m str) -> usize {
+    match wanted.iter().position(|w| *w == name) {
+        Some(i) => i,
+        None => {
+            wanted.push(name);
+            wanted.len() - 1
+        }
+    }
+}
+
+fn reject<T>(reason: Reason, detail: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection::new(reason, detail))
+}
+
+/// The revision's short id (first 12 hex digits, lowercase) from a URL
+/// `http(s)://host/<repo path>/rev/<hex>`; `None` when it is not such a URL.
+pub fn parse_revision_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let (host, path) = rest.split_once('/')?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    let (repo, hex) = path.rsplit_once("/rev/")?;
+    if repo.is_empty() || repo.split('/').any(str::is_empty) {
+        return None;
+    }
+    if !(12..=40).contains(&hex.len()) || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(hex[..12].to_ascii_lowercase())
+}
+
+/// Whether a number token is a JSON integer ≥ 0 (digits only: no sign, fraction or
+/// exponent).
+fn is_count(tok: &[u8]) -> bool {
+    !tok.is_empty() && tok.iter().all(u8::is_ascii_digit)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl<'m> Converter<'m> {
+    /// A converter for these mappings.
+    pub fn new(mappings: &'m Mappings) -> Self {
+        let schema = mappings.schema();
+        let mut wanted = Vec::new();
+        let dim_src = schema
+            .dimension_names()
+            .map(|name| {
+                if name == "submission_date" {
+                    DimSource::Day
+                } else {
+                    DimSource::Info(field_index(&mut wanted, name))
+                }
+            })
+            .collect();
+        let rev_field = field_index(&mut wanted, "revision");
+        let table_fields = ["appName", "appUpdateChannel", "appVersion", "appBuildID"]
+            .map(|n| field_index(&mut wanted, n));
+        let fields = vec![Field::default(); wanted.len()];
+        Converter {
+            mappings,
+            wanted,
+            dim_src,
+            rev_field,
+            table_fields,
+            fields,
+            out: Vec::new(),
+            hbuf: Vec::new(),
+            scratch: Vec::new(),
+            arena: Vec::new(),
+            hists: Vec::new(),
+            values: Vec::new(),
+            counts: Vec::new(),
+            dropped: Vec::new(),
+            dropped_names: Vec::new(),
+            dims: vec![String::new(); schema.len()],
+            partition: String::new(),
+            line: Vec::new(),
+            doc_id: String::new(),
+            day: String::new(),
+            hist_at: None,
+        }
+    }
+
+    /// The mappings this converter uses.
+    pub fn mappings(&self) -> &'m Mappings {
+        self.mappings
+    }
+
+    /// Converts a legacy record: HBase row key and the stored value.
+    pub fn convert_legacy(&mut self, key: &[u8], value: &[u8]) -> Result<Converted<'_>, Rejection> {
+        let k =
+            rowkey::parse(key).map_err(|e| Rejection::new(Reason::InvalidKey, e.to_string()))?;
+        self.doc_id.clear();
+        self.doc_id.push_str(k.doc_id);
+        self.day.clear();
+        self.day.push_str(k.day);
+        self.convert_body(value, &[])
+    }
+
+    /// Converts a payload whose doc id and day are already known (live submissions),
+    /// with the submission path's dimension values (by schema dimension, may be
+    /// shorter) as the fallback for values missing from `info`.
+    pub fn convert_payload(
+        &mut self,
+        doc_id: &str,
+        day: &str,
+        path_dims: &[Option<&str>],
+        body: &[u8],
+    ) -> Result<Converted<'_>, Rejection> {
+        self.doc_id.clear();
+        self.doc_id.push_str(doc_id);
+        self.day.clear();
+        self.day.push_str(day);
+        self.convert_body(body, path_dims)
+    }
+
+    fn convert_body(
+        &mut self,
+        value: &[u8],
+        path_dims: &[Option<&str>],
+    ) -> Result<Converted<'_>, Rejection> {
+        // A decoded (gunzipped) body has to outlive the parse: keep it in our buffer.
+        let decoded = body::decode_body(value)
+            .map_err(|e| Rejection::new(Reason::CorruptedData, e.to_string()))?;
+        let owned;
+        let payload: &[u8] = match decoded {
+            std::borrow::Cow::Borrowed(b) => b,
+            std::borrow::Cow::Owned(v) => {
+                owned = v;
+                &owned
+            }
+        };
+        if let Err(e) = std::str::from_utf8(payload) {
+            return reject(
+                Reason::CorruptedData,
+                format!("value is not utf-8 (byte {})", e.valid_up_to()),
+            );
+        }
+        self.run(payload, path_dims)?;
+        Ok(Converted {
+            doc_id: &self.doc_id,
+            day: &self.day,
+            dims: &self.dims,
+            partition: &self.partition,
+            line: &self.line,
+            dropped: &self.dropped,
+            dropped_names: &self.dropped_names,
+        })
+    }
+
+    /// Parses, checks and converts; fills `dims`, `partition`, `line`, `dropped`.
+    fn run(&mut self, b: &[u8], path_dims: &[Option<&str>]) -> Result<(), Rejection> {
+        let (ver, info, hist) = self
+            .parse_top(b)
+            .map_err(|e| Rejection::new(Reason::InvalidJson, e.to_string()))?;
+        match ver {
+            Ver::One => {}
+            Ver::Missing => return reject(Reason::UnsupportedVersion, "no ver"),
+            Ver::Other => return reject(Reason::UnsupportedVersion, "ver is not 1"),
+        }
+        match info {
+            Part::Object => {}
+            Part::Missing => return reject(Reason::MissingInfo, "no info"),
+            Part::NotObject => return reject(Reason::MissingInfo, "info is not an object"),
+        }
+        self.hbuf.clear();
+        self.dropped.clear();
+        self.dropped_names.clear();
+        match hist {
+            Part::Missing => {}
+            Part::NotObject => return reject(Reason::InvalidBucket, "histograms is not an object"),
+            Part::Object if self.hists.is_empty() => self.hbuf.extend_from_slice(b"{}"),
+            Part::Object => {
+                let defs = self.definitions()?;
+                self.convert_histograms(b, defs)?;
+            }
+        }
+        self.route(path_dims);
+        self.line.clear();
+        self.line.extend_from_slice(self.doc_id.as_bytes());
+        self.line.push(b'\t');
+        match self.hist_at {
+            Some(at) => {
+                self.line.extend_from_slice(&self.out[..at]);
+                self.line.extend_from_slice(&self.hbuf);
+                self.line.extend_from_slice(&self.out[at..]);
+            }
+            None => self.line.extend_from_slice(&self.out),
+        }
+        self.line.push(b'\n');
+        Ok(())
+    }
+
+    /// The definitions for this record's revision: from `info.revision`, else the
+    /// revision table.
+    fn definitions(&self) -> Result<&'m Definitions, Rejection> {
+        let m = self.mappings;
+        let rev = &self.fields[self.rev_field];
+        let rev12 = if rev.present {
+            match parse_revision_url(&rev.text) {
+                Some(r) => r,
+                None => {
+                    return reject(
+                        Reason::InvalidRevision,
+                        format!("revision {:?} is not a revision url", rev.text),
+                    )
+                }
+            }
+        } else {
+            let [a, c, v, b] = self.table_fields.map(|i| &self.fields[i]);
+            if !(a.present && c.present && v.present && b.present) {
+                return reject(
+                    Reason::MissingRevision,
+                    "no info.revision and no appName/channel/version/buildID to resolve one",
+                );
+            }
+            match m.resolve_revision(&a.text, &c.text, &v.text, &b.text) {
+                Some(r) => r.to_string(),
+                None => {
+                    return reject(
+                        Reason::MissingRevision,
+                        format!(
+                            "no info.revision and no revision table entry for {}/{}/{}/{}",
+                            a.text, c.text, v.text, b.text
+                        ),
+                    )
+                }
+            }
+        };
+        m.definitions(&rev12).ok_or_else(|| {
+            Rejection::new(
+                Reason::UnknownRevision,
+                format!("no histogram definitions for revision {rev12}"),
+            )
+        })
+    }
+
+    fn convert_histograms(&mut self, b: &[u8], defs: &Definitions) -> Result<(), Rejection> {
+        // The arena is read while `self` is written: lend it out for the duration.
+        let arena = std::mem::take(&mut self.arena);
+        let r = self.convert_histograms_in(b, &arena, defs);
+        self.arena = arena;
+        r
+    }
+
+    fn convert_histograms_in(
+        &mut self,
+        b: &[u8],
+        arena: &[u8],
+        defs: &Definitions,
+    ) -> Result<(), Rejection> {
+        let mut first = true;
+        self.hbuf.push(b'{');
+        for h in 0..self.hists.len() {
+            let HistIr { name, body } = self.hists[h];
+            let name_bytes = name.bytes(b, arena);
+            // Canonical text with a backslash cannot be a definition name.
+            let def = std::str::from_utf8(name_bytes)
+                .ok()
+                .filter(|n| !n.contains('\\'))
+                .and_then(|n| defs.lookup(n));
+            let Some(def) = def else {
+                let start = self.dropped_names.len();
+                self.dropped_names.extend_from_slice(name_bytes);
+                self.dropped.push((start, self.dropped_names.len()));
+                continue;
+            };
+            let HistBody::Object {
+                bucket_count,
+                values,
+                sums,
+            } = body
+            else {
+                return reject(
+                    Reason::InvalidBucket,
+                    format!("histogram {} is not an object", text(name_bytes)),
+                );
+            };
+            self.check_bucket_count(b, name_bytes, def, bucket_count)?;
+            self.fill_counts(b, arena, name_bytes, def, values)?;
+            if !first {
+                self.hbuf.push(b',');
+            }
+            first = false;
+            self.hbuf.push(b'"');
+            self.hbuf.extend_from_slice(name_bytes);
+            self.hbuf.extend_from_slice(b"\":[");
+            for c in &self.counts {
+                match c {
+                    Some((s, e)) => self.hbuf.extend_from_slice(&b[*s..*e]),
+                    None => self.hbuf.push(b'0'),
+                }
+                self.hbuf.push(b',');
+            }
+            for (k, s) in sums.iter().enumerate() {
+                if k > 0 {
+                    self.hbuf.push(b',');
+                }
+                match s {
+                    Some((s, e)) => self.hbuf.extend_from_slice(&b[*s..*e]),
+                    None => self.hbuf.extend_from_slice(b"-1"),
+                }
+            }
+            self.hbuf.push(b']');
+        }
+        self.hbuf.push(b'}');
+        Ok(())
+    }
+
+    fn check_bucket_count(
+        &self,
+        b: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        bc: BucketCount,
+    ) -> Result<(), Rejection> {
+        let n = def.buckets.len();
+        let ok = match bc {
+            BucketCount::Absent => true,
+            BucketCount::NotNumber => false,
+            BucketCount::Number(s, e) => std::str::from_utf8(&b[s..e])
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(|v| v == n as f64),
+        };
+        if ok {
+            Ok(())
+        } else {
+            let got = match bc {
+                BucketCount::Number(s, e) => text(&b[s..e]),
+                _ => "a non-number".into(),
+            };
+            reject(
+                Reason::HistogramMismatch,
+                format!(
+                    "histogram {} has bucket_count {got}, definition has {n}",
+                    text(name)
+                ),
+            )
+        }
+    }
+
+    /// Checks every key, then every count, and fills `counts` by bucket.
+    fn fill_counts(
+        &mut self,
+        b: &[u8],
+        arena: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        values: Values,
+    ) -> Result<(), Rejection> {
+        let (s, e) = match values {
+            Values::Entries(s, e) => (s, e),
+            Values::Missing => {
+                return reject(
+                    Reason::InvalidBucket,
+                    format!("histogram {} has no values", text(name)),
+                )
+            }
+            Values::NotObject => {
+                return reject(
+                    Reason::InvalidBucket,
+                    format!("histogram {} values is not an object", text(name)),
+                )
+            }
+        };
+        self.counts.clear();
+        self.counts.resize(def.buckets.len(), None);
+        let mut bad_count: Option<usize> = None;
+        for v in s..e {
+            let ValueIr { key, count } = self.values[v];
+            let key_bytes = key.bytes(b, arena);
+            let idx = std::str::from_utf8(key_bytes)
+                .ok()
+                .and_then(|k| def.bucket_index(k));
+            let Some(idx) = idx else {
+                return reject(
+                    Reason::InvalidBucket,
+                    format!(
+                        "histogram {} has key {:?}, not a bucket lower bound",
+                        text(name),
+                        text(key_bytes)
+                    ),
+                );
+            };
+            match count {
+                Some((cs, ce)) if is_count(&b[cs..ce]) => self.counts[idx] = Some((cs, ce)),
+                _ => {
+                    bad_count.get_or_insert(v);
+                }
+            }
+        }
+        if let Some(v) = bad_count {
+            let ValueIr { key, count } = self.values[v];
+            let shown = match count {
+                Some((cs, ce)) => text(&b[cs..ce]),
+                None => "a non-number".into(),
+            };
+            return reject(
+                Reason::InvalidCount,
+                format!(
+                    "histogram {} bucket {} has count {shown}, not an integer >= 0",
+                    text(name),
+                    text(key.bytes(b, arena))
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Final dimension values and the partition.
+    fn route(&mut self, path_dims: &[Option<&str>]) {
+        let schema = self.mappings.schema();
+        for (d, src) in self.dim_src.iter().enumerate() {
+            let raw = match *src {
+                DimSource::Day => Some(self.day.as_str()),
+                DimSource::Info(k) if self.fields[k].present => Some(self.fields[k].text.as_str()),
+                DimSource::Info(_) => path_dims.get(d).copied().flatten(),
+            };
+            self.dims[d] = schema.final_value(d, raw);
+        }
+        self.partition = schema.partition(&self.dims);
+    }
+
+    // ---- parsing ----
+
+    /// Reads the top-level object: copies it canonically into `out` (with `ver`
+    /// rewritten and a gap for `histograms`), extracts `info` fields and the
+    /// histograms' intermediate form.
+    fn parse_top(&mut self, b: &[u8]) -> Result<(Ver, Part, Part), JsonError> {
+        self.out.clear();
+        self.arena.clear();
+        self.hists.clear();
+        self.values.clear();
+        self.hist_at = None;
+        for f in &mut self.fields {
+            f.present = false;
+        }
+        let (mut ver, mut info, mut hist) = (Ver::Missing, Part::Missing, Part::Missing);
+        let mut i = json::ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            // Still a syntax error first if it is not JSON at all.
+            json::skip_value(b, i, &mut self.scratch, 0)?;
+            return json::err(i, "top level is not an object");
+        }
+        self.out.push(b'{');
+        i = json::ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            self.out.push(b'}');
+            i += 1;
+        } else {
+            loop {
+                i = json::ws(b, i);
+                if b.get(i) != Some(&b'"') {
+                    return json::err(i, "expected object key");
+                }
+                let key_start = self.out.len();
+                i = json::canon_string(b, i, &mut self.out)?;
+                let key_at = i;
+                i = json::expect(b, i, b':', "expected ':'")?;
+                let key = &self.out[key_start..];
+                let which = match key {
+                    b"\"ver\"" => 1,
+                    b"\"info\"" => 2,
+                    b"\"histograms\"" => 3,
+                    _ => 0,
+                };
+                self.out.push(b':');
+                let vi = json::ws(b, i);
+                match which {
+                    1 => {
+                        if ver != Ver::Missing {
+                            return json::err(key_at, "duplicate key \"ver\"");
+                        }
+                        let start = self.out.len();
+                        i = json::canon_value(b, vi, &mut self.out, 1)?;
+                        if &b[vi..i] == b"1" {
+                            ver = Ver::One;
+                            self.out.truncate(start);
+                            self.out.push(b'2');
+                        } else {
+                            ver = Ver::Other;
+                        }
+                    }
+                    2 => {
+                        if info != Part::Missing {
+                            return json::err(key_at, "duplicate key \"info\"");
+                        }
+                        if b.get(vi) == Some(&b'{') {
+                            info = Part::Object;
+                            i = self.parse_info(b, vi)?;
+                        } else {
+                            info = Part::NotObject;
+                            i = json::canon_value(b, vi, &mut self.out, 1)?;
+                        }
+                    }
+                    3 => {
+                        if hist != Part::Missing {
+                            return json::err(key_at, "duplicate key \"histograms\"");
+                        }
+                        if b.get(vi) == Some(&b'{') {
+                            hist = Part::Object;
+                            self.hist_at = Some(self.out.len());
+                            i = self.parse_histograms(b, vi)?;
+                        } else {
+                            hist = Part::NotObject;
+                            i = json::canon_value(b, vi, &mut self.out, 1)?;
+                        }
+                    }
+                    _ => i = json::canon_value(b, vi, &mut self.out, 1)?,
+                }
+                i = json::ws(b, i);
+                match b.get(i) {
+                    Some(b',') => {
+                        self.out.push(b',');
+                        i += 1;
+                    }
+                    Some(b'}') => {
+                        self.out.push(b'}');
+                        i += 1;
+                        break;
+                    }
+                    _ => return json::err(i, "expected ',' or '}'"),
+                }
+            }
+        }
+        let end = json::ws(b, i);
+        if end != b.len() {
+            return json::err(end, "trailing data after json value");
+        }
+        Ok((ver, info, hist))
+    }
+
+    /// Copies `info` canonically, keeping the wanted fields' values.
+    fn parse_info(&mut self, b: &[u8], i: usize) -> JResult {
+        self.out.push(b'{');
+        let mut i = json::ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            self.out.push(b'}');
+            return Ok(i + 1);
+        }
+        loop {
+            i = json::ws(b, i);
+            if b.get(i) != Some(&b'"') {
+                return json::err(i, "expected object key");
+            }
+            let key_start = self.out.len();
+            i = json::canon_string(b, i, &mut self.out)?;
+            let key = &self.out[key_start + 1..self.out.len() - 1];
+            let field = self.wanted.iter().position(|w| w.as_bytes() == key);
+            i = json::expect(b, i, b':', "expected ':'")?;
+            self.out.push(b':');
+            let vi = json::ws(b, i);
+            i = json::canon_value(b, vi, &mut self.out, 2)?;
+            if let Some(k) = field {
+                let f = &mut self.fields[k];
+                match b[vi] {
+                    b'"' => {
+                        json::decode_string(b, vi, &mut f.text)?;
+                        f.present = true;
+                    }
+                    b'-' | b'0'..=b'9' => {
+                        f.text.clear();
+                        // Numbers are ASCII.
+                        f.text
+                            .push_str(std::str::from_utf8(&b[vi..i]).unwrap_or_default());
+                        f.present = true;
+                    }
+                    _ => f.present = false,
+                }
+            }
+            i = json::ws(b, i);
+            match b.get(i) {
+                Some(b',') => {
+                    self.out.push(b',');
+                    i += 1;
+                }
+                Some(b'}') => {
+                    self.out.push(b'}');
+                    return Ok(i + 1);
+                }
+                _ => return json::err(i, "expected ',' or '}'"),
+            }
+        }
+    }
+
+    /// A string at `i` as a span: the input itself when already canonical, else its
+    /// canonical form in the arena.
+    fn string_span(&mut self, b: &[u8], i: usize) -> JResult<(Span, usize)> {
+        let (end, clean) = json::scan_string(b, i)?;
+        if clean {
+            return Ok((Span::Input(i + 1, end - 1), end));
+        }
+        let start = self.arena.len();
+        json::canon_string(b, i, &mut self.arena)?;
+        // Without the quotes.
+        Ok((Span::Arena(start + 1, self.arena.len() - 1), end))
+    }
+
+    /// Calls `member(self, key, value_start)` for each member of the object at `i`;
+    /// `member` returns the position after the value.
+    fn members(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        mut member: impl FnMut(&mut Self, Span, usize) -> JResult,
+    ) -> JResult {
+        let mut i = json::ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            return Ok(i + 1);
+        }
+        loop {
+            i = json::ws(b, i);
+            if b.get(i) != Some(&b'"') {
+                return json::err(i, "expected object key");
+            }
+            let (key, after) = self.string_span(b, i)?;
+            i = json::expect(b, after, b':', "expected ':'")?;
+            i = member(self, key, json::ws(b, i))?;
+            i = json::ws(b, i);
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => return Ok(i + 1),
+                _ => return json::err(i, "expected ',' or '}'"),
+            }
+        }
+    }
+
+    fn number_or_skip(
+        &mut self,
+        b: &[u8],
+        vi: usize,
+        depth: usize,
+    ) -> JResult<(Option<(usize, usize)>, usize)> {
+        if matches!(b.get(vi), Some(b'-' | b'0'..=b'9')) {
+            let end = json::scan_number(b, vi)?;
+            Ok((Some((vi, end)), end))
+        } else {
+            Ok((None, json::skip_value(b, vi, &mut self.scratch, depth)?))
+        }
+    }
+
+    fn parse_histograms(&mut self, b: &[u8], i: usize) -> JResult {
+        self.members(b, i, |this, name, vi| {
+            if b.get(vi) != Some(&b'{') {
+                let end = json::skip_value(b, vi, &mut this.scratch, 2)?;
+                this.hists.push(HistIr {
+                    name,
+                    body: HistBody::NotObject,
+                });
+                return Ok(end);
+            }
+            let mut bucket_count = BucketCount::Absent;
+            let mut values = Values::Missing;
+            let mut sums = [None; 5];
+            let end = this.members(b, vi, |this, key, vi| {
+                let key = key.bytes(b, &this.arena);
+                if key == b"values" {
+                    if b.get(vi) == Some(&b'{') {
+                        let start = this.values.len();
+                        let end = this.members(b, vi, |this, key, vi| {
+                            let (count, end) = this.number_or_skip(b, vi, 4)?;
+                            this.values.push(ValueIr { key, count });
+                            Ok(end)
+                        })?;
+                        values = Values::Entries(start, this.values.len());
+                        Ok(end)
+                    } else {
+                        values = Values::NotObject;
+                        json::skip_value(b, vi, &mut this.scratch, 3)
+                    }
+                } else if key == b"bucket_count" {
+                    let (tok, end) = this.number_or_skip(b, vi, 3)?;
+                    bucket_count = match tok {
+                        Some((s, e)) => BucketCount::Number(s, e),
+                        None => BucketCount::NotNumber,
+                    };
+                    Ok(end)
+                } else if let Some(k) = SUM_FIELDS.iter().position(|f| *f == key) {
+                    let (tok, end) = this.number_or_skip(b, vi, 3)?;
+                    sums[k] = tok;
+                    Ok(end)
+                } else {
+                    json::skip_value(b, vi, &mut this.scratch, 3)
+                }
+            })?;
+            this.hists.push(HistIr {
+                name,
+                body: HistBody::Object {
+                    bucket_count,
+                    values,
+                    sums,
+                },
+            });
+            Ok(end)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::reason::Reason::*;
+
+    const ID: &str = "17caa68c-25f5-450a-9cce-7d31318846d8";
+    const REV: &str = "http://hg.mozilla.org/releases/mozilla-aurora/rev/a55c55edf302";
+    const FLAG: &str = r#"{"range":[1,2],"bucket_count":3,"histogram_type":3,"values":{"0":1,"1":0},"sum":0,"sum_squares_lo":0,"sum_squares_hi":0}"#;
+
+    fn key() -> Vec<u8> {
+        rowkey::build("20131011", ID)
+    }
+
+    fn info(extra: &str) -> String {
+        format!(
+            r#"{{"reason":"saved-session","appName":"Firefox","appUpdateChannel":"nightly","appVersion":"22.0a1","appBuildID":"20130226031002"{extra}}}"#
+        )
+    }
+
+    fn payload(hists: &str) -> String {
+        format!(
+            r#"{{"ver":1,"info":{},"simpleMeasurements":{{"uptime":1}},"histograms":{hists}}}"#,
+            info(&format!(r#","revision":"{REV}""#))
+        )
+    }
+
+    fn convert(value: &str) -> Result<(String, String, Vec<String>), Rejection> {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let out = c.convert_legacy(&key(), value.as_bytes())?;
+        Ok((
+            out.partition.to_string(),
+            String::from_utf8(out.line.to_vec()).unwrap(),
+            out.dropped().map(str::to_string).collect(),
+        ))
+    }
+
+    fn reason(value: &str) -> Reason {
+        match convert(value) {
+            Ok(_) => panic!("expected a rejection for {value}"),
+            Err(r) => r.reason,
+        }
+    }
+
+    #[test]
+    fn spec_example_flag_histogram() {
+        let (part, line, dropped) =
+            convert(&payload(&format!(r#"{{"A11Y_INSTANTIATED_FLAG":{FLAG}}}"#))).unwrap();
+        assert_eq!(
+            part,
+            "saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log"
+        );
+        let want = format!(
+            "{ID}\t{{\"ver\":2,\"info\":{},\"simpleMeasurements\":{{\"uptime\":1}},\"histograms\":{{\"A11Y_INSTANTIATED_FLAG\":[1,0,0,0,-1,-1,0,0]}}}}\n",
+            info(&format!(r#","revision":"{REV}""#))
+        );
+        assert_eq!(line, want);
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn serialisation_is_canonical() {
+        let v = format!(
+            "{{ \"z\" : [1.50, -0, 123456789012345678901234567890, 1E+2], \"ver\" : 1 , \"s\":\"é😀\\/\\u00E9\", \"info\": {} , \"histograms\" : {{ }} }}",
+            info("")
+        );
+        let (_, line, _) = convert(&v).unwrap();
+        let want = format!(
+            "{ID}\t{{\"z\":[1.50,-0,123456789012345678901234567890,1E+2],\"ver\":2,\"s\":\"\\u00e9\\ud83d\\ude00/\\u00e9\",\"info\":{},\"histograms\":{{}}}}\n",
+            info("")
+        );
+        assert_eq!(line, want);
+    }
+
+    #[test]
+    fn converts_in_payload_order_and_drops_unknown() {
+        let hists = format!(
+            r#"{{"NOT_A_HISTOGRAM":{{"values":{{"7":1}}}},"A11Y_INSTANTIATED_FLAG":{FLAG},"STARTUP_A11Y_INSTANTIATED_FLAG":{FLAG},"ALSO_UNKNOWN":5}}"#
+        );
+        let (_, line, dropped) = convert(&payload(&hists)).unwrap();
+        assert!(line.contains(r#""histograms":{"A11Y_INSTANTIATED_FLAG":[1,0,0,0,-1,-1,0,0],"STARTUP_A11Y_INSTANTIATED_FLAG":[1,0,0,0,-1,-1,0,0]}"#), "{line}");
+        assert_eq!(dropped, ["NOT_A_HISTOGRAM", "ALSO_UNKNOWN"]);
+    }
+
+    #[test]
+    fn enumerated_histogram_and_missing_statistics() {
+        // A11Y_CONSUMERS: enumerated, n_values 11 → 12 buckets [0..=11].
+        let h = r#"{"A11Y_CONSUMERS":{"bucket_count":12,"values":{"0":3,"11":18446744073709551616},"sum":123456789012345678901,"log_sum":1.5e3}}"#;
+        let (_, line, _) = convert(&payload(h)).unwrap();
+        assert!(
+            line.contains(r#""A11Y_CONSUMERS":[3,0,0,0,0,0,0,0,0,0,0,18446744073709551616,123456789012345678901,1.5e3,-1,-1,-1]"#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn empty_or_absent_histograms_need_no_revision() {
+        let v = format!(r#"{{"ver":1,"info":{},"histograms":{{}}}}"#, info(""));
+        assert!(convert(&v).is_ok());
+        let v = format!(r#"{{"ver":1,"info":{}}}"#, info(""));
+        assert!(convert(&v).is_ok());
+    }
+
+    #[test]
+    fn revision_from_the_table() {
+        let v = format!(
+            r#"{{"ver":1,"info":{{"reason":"saved-session","appName":"Firefox","appUpdateChannel":"aurora","appVersion":"23.0a2","appBuildID":"20130514004016"}},"histograms":{{"A11Y_INSTANTIATED_FLAG":{FLAG}}}}}"#
+        );
+        assert!(convert(&v).is_ok());
+        let v = v.replace("20130514004016", "20130515004016");
+        assert_eq!(reason(&v), MissingRevision);
+    }
+
+    #[test]
+    fn reject_reasons() {
+        let flag = |values: &str| {
+            payload(&format!(
+                r#"{{"A11Y_INSTANTIATED_FLAG":{{"bucket_count":3,"values":{values}}}}}"#
+            ))
+        };
+        let with_rev = |rev: &str| {
+            format!(
+                r#"{{"ver":1,"info":{},"histograms":{{"A11Y_INSTANTIATED_FLAG":{FLAG}}}}}"#,
+                info(&format!(r#","revision":{rev}"#))
+            )
+        };
+        let ok_hist = format!(r#"{{"A11Y_INSTANTIATED_FLAG":{FLAG}}}"#);
+        let cases: Vec<(String, Reason)> = vec![
+            ("invalid json data".into(), InvalidJson),
+            ("[1,2]".into(), InvalidJson),
+            ("".into(), InvalidJson),
+            (format!("{} x", payload("{}")), InvalidJson),
+            (
+                format!(r#"{{"ver":1,"ver":1,"info":{}}}"#, info("")),
+                InvalidJson,
+            ),
+            (r#"{"ver":2,"info":{}}"#.into(), UnsupportedVersion),
+            (r#"{"info":{}}"#.into(), UnsupportedVersion),
+            (r#"{"ver":"1","info":{}}"#.into(), UnsupportedVersion),
+            (r#"{"ver":1.0,"info":{}}"#.into(), UnsupportedVersion),
+            (r#"{"ver":1}"#.into(), MissingInfo),
+            (r#"{"ver":1,"info":[]}"#.into(), MissingInfo),
+            (
+                r#"{"ver":1,"info":null,"histograms":5}"#.into(),
+                MissingInfo,
+            ),
+            (
+                format!(r#"{{"ver":1,"info":{},"histograms":{ok_hist}}}"#, info("")),
+                MissingRevision,
+            ),
+            (
+                format!(
+                    r#"{{"ver":1,"info":{},"histograms":{ok_hist}}}"#,
+                    info(r#","revision":null"#)
+                ),
+                MissingRevision,
+            ),
+            (with_rev(r#""a55c55edf302""#), InvalidRevision),
+            (
+                with_rev(r#""ftp://hg.mozilla.org/x/rev/a55c55edf302""#),
+                InvalidRevision,
+            ),
+            (
+                with_rev(r#""http://hg.mozilla.org/x/rev/a55c55""#),
+                InvalidRevision,
+            ),
+            (with_rev(r#""http:///x/rev/a55c55edf302""#), InvalidRevision),
+            (with_rev("42"), InvalidRevision),
+            (
+                with_rev(r#""http://hg.mozilla.org/x/rev/000000000000""#),
+                UnknownRevision,
+            ),
+            (
+                payload(r#"{"A11Y_INSTANTIATED_FLAG":{"bucket_count":4,"values":{"0":1}}}"#),
+                HistogramMismatch,
+            ),
+            (
+                payload(r#"{"A11Y_INSTANTIATED_FLAG":{"bucket_count":"3","values":{"0":1}}}"#),
+                HistogramMismatch,
+            ),
+            (flag(r#"{"01":1}"#), InvalidBucket),
+            (flag(r#"{"3":1}"#), InvalidBucket),
+            (flag(r#"{"-0":1}"#), InvalidBucket),
+            (flag("[1,2]"), InvalidBucket),
+            (
+                payload(r#"{"A11Y_INSTANTIATED_FLAG":{"bucket_count":3}}"#),
+                InvalidBucket,
+            ),
+            (
+                payload(r#"{"A11Y_INSTANTIATED_FLAG":[1,2,3]}"#),
+                InvalidBucket,
+            ),
+            (
+                format!(r#"{{"ver":1,"info":{},"histograms":[]}}"#, info("")),
+                InvalidBucket,
+            ),
+            (flag(r#"{"0":-1}"#), InvalidCount),
+            (flag(r#"{"0":1.0}"#), InvalidCount),
+            (flag(r#"{"0":1e2}"#), InvalidCount),
+            (flag(r#"{"0":"1"}"#), InvalidCount),
+            (flag(r#"{"0":null}"#), InvalidCount),
+            // Order: keys before counts within a histogram, histograms in payload order.
+            (flag(r#"{"0":-1,"5":1}"#), InvalidBucket),
+            (
+                payload(
+                    r#"{"A11Y_INSTANTIATED_FLAG":{"values":{"9":1}},"A11Y_IATABLE_USAGE_FLAG":{"bucket_count":9,"values":{}}}"#,
+                ),
+                InvalidBucket,
+            ),
+            (
+                payload(
+                    r#"{"A11Y_INSTANTIATED_FLAG":{"bucket_count":9,"values":{"9":1}},"A11Y_IATABLE_USAGE_FLAG":{"values":{"9":1}}}"#,
+                ),
+                HistogramMismatch,
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(reason(&value), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_compare_decoded() {
+        // "\u0030" is "0"; an escaped histogram name is still that name.
+        let h = format!(
+            r#"{{"A11Y_INSTANTIATED_\u0046LAG":{}}}"#,
+            FLAG.replace(r#""0":1"#, r#""\u0030":1"#)
+        );
+        let (_, line, _) = convert(&payload(&h)).unwrap();
+        assert!(
+            line.contains(r#""A11Y_INSTANTIATED_FLAG":[1,0,0,0,-1,-1,0,0]"#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn key_and_body_errors() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let good = payload("{}");
+        let mut bad_key = key();
+        bad_key[0] ^= 1;
+        assert_eq!(
+            c.convert_legacy(&bad_key, b"not json").unwrap_err().reason,
+            InvalidKey
+        );
+        assert_eq!(
+            c.convert_legacy(&key(), b"{\"ver\":1,\"x\":\"\xff\"}")
+                .unwrap_err()
+                .reason,
+            CorruptedData
+        );
+        assert_eq!(
+            c.convert_legacy(&key(), b"\x1f\x8bnot gzip")
+                .unwrap_err()
+                .reason,
+            CorruptedData
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, good.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let line = c.convert_legacy(&key(), &gz).unwrap().line.to_vec();
+        assert_eq!(line, convert(&good).unwrap().1.into_bytes());
+    }
+
+    #[test]
+    fn dimensions_from_info_with_fallbacks() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let cases = [
+            // (info, path dims, partition)
+            (
+                r#"{"reason":"saved-session","appName":"Firefox","appUpdateChannel":"nightly","appVersion":"22.0a1","appBuildID":"20130226031002"}"#,
+                vec![],
+                "saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log",
+            ),
+            // missing → UNKNOWN, then the list check makes it OTHER; '*' keeps UNKNOWN.
+            (
+                r#"{}"#,
+                vec![],
+                "OTHER/OTHER/OTHER/UNKNOWN/UNKNOWN.20131011.v2.log",
+            ),
+            // not allowed → OTHER; numbers take their JSON text; '.' in file-name dims → '_'.
+            (
+                r#"{"reason":"bogus","appName":"Firefox","appUpdateChannel":"release","appVersion":23,"appBuildID":2013.5}"#,
+                vec![],
+                "OTHER/Firefox/release/23/2013_5.20131011.v2.log",
+            ),
+            // null/bool/object fall back to the path's value, else UNKNOWN.
+            (
+                r#"{"reason":null,"appName":true,"appUpdateChannel":{},"appVersion":"..","appBuildID":"a/b"}"#,
+                vec![Some("idle-daily"), Some("Fennec"), None],
+                "idle_daily/Fennec/OTHER/__/a_b.20131011.v2.log",
+            ),
+            // info wins over the path.
+            (
+                r#"{"reason":"idle-daily","appName":"Firefox","appUpdateChannel":"beta","appVersion":"é","appBuildID":"1"}"#,
+                vec![Some("saved-session"), Some("Fennec")],
+                "idle_daily/Firefox/beta/_/1.20131011.v2.log",
+            ),
+        ];
+        for (info, path, want) in cases {
+            let v = format!(r#"{{"ver":1,"info":{info}}}"#);
+            let out = c
+                .convert_payload(ID, "20131011", &path, v.as_bytes())
+                .unwrap();
+            assert_eq!(out.partition, want, "{info}");
+            assert_eq!(out.dims.len(), 6);
+        }
+    }
+
+    #[test]
+    fn hadoop_era_payload_is_rejected_against_shipped_definitions() {
+        let raw = include_str!("../../tests/data/hadoop_era_payload_v1.json").trim_end();
+        // Firefox 16 carries no revision and no table entry covers it.
+        assert_eq!(reason(raw), MissingRevision);
+        // Given a revision, its first bad histogram (in payload order) decides.
+        let with_rev = raw.replacen(
+            r#""info":{"#,
+            &format!(r#""info":{{"revision":"{REV}","#),
+            1,
+        );
+        let r = convert(&with_rev).unwrap_err();
+        assert_eq!(r.reason, HistogramMismatch, "{r}");
+    }
+
+    #[test]
+    fn revision_urls() {
+        for (url, want) in [
+            (
+                "http://hg.mozilla.org/releases/mozilla-release/rev/a55c55edf302",
+                Some("a55c55edf302"),
+            ),
+            (
+                "https://hg.mozilla.org/mozilla-central/rev/A55C55EDF302FFFF",
+                Some("a55c55edf302"),
+            ),
+            ("http://hg.mozilla.org/rev/a55c55edf302", None),
+            ("a55c55edf302", None),
+            ("http://hg.mozilla.org/x/rev/a55c55edf30g", None),
+            ("http://hg.mozilla.org/x/rev/a55c55edf302/", None),
+            ("http://hg.mozilla.org//rev/a55c55edf302", None),
+        ] {
+            assert_eq!(parse_revision_url(url).as_deref(), want, "{url}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..50),
+                                       value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let m = Mappings::embedded().unwrap();
+            let mut c = Converter::new(m);
+            let _ = c.convert_legacy(&key, &value);
+            let _ = c.convert_legacy(&rowkey::build("20130101", ID), &value);
+        }
+
+        #[test]
+        fn mutated_payloads_never_panic(pos in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let mut v = payload(&format!(r#"{{"A11Y_INSTANTIATED_FLAG":{FLAG},"A11Y_CONSUMERS":{{"values":{{"1":2}}}}}}"#)).into_bytes();
+            let p = pos % v.len();
+            v[p] = byte;
+            let m = Mappings::embedded().unwrap();
+            let mut c = Converter::new(m);
+            let _ = c.convert_legacy(&key(), &v);
+        }
+    }
+}
