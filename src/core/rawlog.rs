@@ -454,7 +454,12 @@ mod tests {
         }
     }
 
-    fn write(version: RawVersion, records: &[(&[u8], &[u8], u64, Option<&[u8]>)]) -> Vec<u8> {
+    /// Path, body, time and IP, as `write_record` takes them.
+    type RecordArgs<'a> = (&'a [u8], &'a [u8], u64, Option<&'a [u8]>);
+    /// Per item: is it a record, its offset, its length.
+    type Tiles = Vec<(bool, u64, u64)>;
+
+    fn write(version: RawVersion, records: &[RecordArgs]) -> Vec<u8> {
         let mut w = RawLogWriter::new(Vec::new(), version);
         for &(path, body, ts, ip) in records {
             w.write_record(path, body, ts, ip).unwrap();
@@ -483,7 +488,7 @@ mod tests {
             )],
         );
         let g = good.len() as u64;
-        let table: Vec<(&str, Vec<u8>, Vec<(bool, u64, u64)>)> = vec![
+        let table: Vec<(&str, Vec<u8>, Tiles)> = vec![
             (
                 "garbage before",
                 [b"xyz".to_vec(), good.clone()].concat(),
@@ -531,7 +536,7 @@ mod tests {
         ];
         for (name, bytes, want) in table {
             let (got, _) = items(&bytes, Some(RawVersion::V1));
-            let got: Vec<(bool, u64, u64)> = got
+            let got: Tiles = got
                 .iter()
                 .map(|i| match i {
                     RawItem::Record(r) => {
