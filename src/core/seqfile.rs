@@ -382,7 +382,9 @@ impl<R: Read> PeekReader<R> {
     /// a huge corrupt length costs no more memory than the file holds.
     pub(crate) fn fill(&mut self, n: usize) -> io::Result<usize> {
         while self.end - self.pos < n && !self.eof {
-            if self.end == self.buf.len() {
+            // Move the unconsumed bytes to the front when the buffer is full or the
+            // wanted bytes would not fit after them, so reads stay large.
+            if self.end == self.buf.len() || self.buf.len() - self.pos < n {
                 if self.pos > 0 {
                     self.buf.copy_within(self.pos..self.end, 0);
                     self.end -= self.pos;
