@@ -283,6 +283,14 @@ impl<R: Read> RawLogReader<R> {
     }
 }
 
+impl<R: Read> Iterator for RawLogReader<R> {
+    type Item = Result<RawItem, RawLogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
 /// Writes raw log records in one version.
 pub struct RawLogWriter<W: Write> {
     out: W,

@@ -1657,6 +1657,33 @@ mod tests {
         }
     }
 
+    /// A reader that hands out at most a few bytes per call, like a slow socket.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = self.1 % 7 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_change_nothing() {
+        let records = sample(40, 5000);
+        for compression in all_compressions() {
+            let bytes = write_file(&records, opts(compression));
+            let mut r = SeqReader::new(Trickle(&bytes, 0)).unwrap();
+            let mut got = Vec::new();
+            while let Some(rec) = r.next_record().unwrap() {
+                got.push(rec);
+            }
+            assert_eq!(got, read_all(&bytes).unwrap(), "{compression:?}");
+        }
+    }
+
     #[test]
     fn bytes_writable_keys_and_values() {
         let records = sample(30, 100);

@@ -251,6 +251,12 @@ mod tests {
         ];
         for (name, bytes, want) in table {
             assert_eq!(read(&bytes), want, "{name}");
+            // The same with a one-byte buffer: no rule may lean on fill_buf's size.
+            let tiny = io::BufReader::with_capacity(1, &bytes[..]);
+            let got: Vec<_> = TextDumpReader::new(tiny)
+                .collect::<io::Result<_>>()
+                .unwrap();
+            assert_eq!(got, want, "{name}, one-byte buffer");
         }
     }
 
