@@ -6,7 +6,9 @@
 //! CLI) sit around it.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod core;
+pub mod export;
 pub mod mappings_dir;
 pub mod source;
 pub mod store;

@@ -18,6 +18,8 @@ impl LocalSource {
         let root = root.into();
         let meta = fs::metadata(&root)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+        // Absolute, so the job record names the same source from any directory.
+        let root = fs::canonicalize(&root)?;
         Ok(LocalSource {
             single_file: meta.is_file(),
             root,

@@ -25,6 +25,7 @@ impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
+        let root = fs::canonicalize(&root)?;
         Ok(LocalStore { root })
     }
 
@@ -141,10 +142,21 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(key)?) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
         }
+        // Folders exist only for their objects: prune the ones left empty, as an
+        // object store would show them, up to (not including) the root.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 

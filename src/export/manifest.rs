@@ -1,0 +1,311 @@
+//! The export's on-disk bookkeeping under `DEST/_backfill/`: the job record, the
+//! per-unit checkpoints (staged pieces) and the per-group manifests that commit a
+//! group's objects. Every document carries a format tag; every writer writes its own
+//! object, so several workers never rewrite a shared one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Format tag of every bookkeeping document this version writes.
+pub const FORMAT: &str = "backfill-export/1";
+
+/// Top-level folder of the tool's bookkeeping in a destination (SPEC §6).
+pub const BOOKKEEPING: &str = "_backfill";
+
+/// Key of a job's record.
+pub fn job_key(job: &str) -> String {
+    format!("{BOOKKEEPING}/jobs/{job}.json")
+}
+
+/// Key prefix of a job's group manifests.
+pub fn manifests_prefix(job: &str) -> String {
+    format!("{BOOKKEEPING}/manifests/{job}/")
+}
+
+/// Key of one group's manifest.
+pub fn manifest_key(job: &str, group: &str) -> String {
+    format!("{}{group}.json", manifests_prefix(job))
+}
+
+/// Key prefix of a group's staged pieces.
+pub fn staging_prefix(job: &str, group: &str) -> String {
+    format!("{BOOKKEEPING}/staging/{job}/{group}/")
+}
+
+/// Key prefix of a job's error output.
+pub fn errors_prefix(job: &str) -> String {
+    format!("{BOOKKEEPING}/errors/{job}/")
+}
+
+/// What identifies a job: everything that changes the bytes written. A rerun with
+/// the same spec continues the job; a different spec is a different job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Format tag.
+    pub format: String,
+    /// The user's name for the job (`--job-name`).
+    pub job_name: String,
+    /// Mappings version (content hash).
+    pub mappings_version: String,
+    /// sha256 of the `--filter` file, if any.
+    pub filter_sha256: Option<String>,
+    /// xz preset.
+    pub xz_preset: u32,
+    /// Object target size (uncompressed bytes).
+    pub target_size: u64,
+    /// Per-unit buffer before pieces are cut.
+    pub buffer_size: u64,
+    /// Byte size at which SequenceFiles are split into units.
+    pub split_size: u64,
+}
+
+impl JobSpec {
+    /// The short job id: first 8 hex digits of the sha256 of the spec.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).expect("spec serialises");
+        hex::encode(&sha256(&json)[..4])
+    }
+
+    /// Human list of fields that differ from `other`.
+    pub fn differences(&self, other: &JobSpec) -> Vec<String> {
+        let a = serde_json::to_value(self).expect("spec serialises");
+        let b = serde_json::to_value(other).expect("spec serialises");
+        let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {} here, {} in the destination",
+                    v,
+                    b.get(k).cloned().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+/// The job record, written once when a job starts in a destination.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job id.
+    pub job: String,
+    /// What identifies it.
+    pub spec: JobSpec,
+    /// The source it reads (a job reads one source).
+    pub source: String,
+    /// Tool version that started it.
+    pub tool_version: String,
+}
+
+/// A region of the source that could not be read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unreadable {
+    /// File, relative to the source root.
+    pub file: String,
+    /// Byte offset where the region starts.
+    pub offset: u64,
+    /// Length of the region in bytes (to the end of the unit when unknown).
+    pub length: u64,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Record and byte counts; they add up across units, groups and resumed runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Records read that passed the filters.
+    pub records_in: u64,
+    /// Records written to objects.
+    pub records_out: u64,
+    /// Records written to the error output.
+    pub records_error: u64,
+    /// Records read and left out by `--from`/`--to`/`--filter`.
+    pub records_filtered: u64,
+    /// Rejected records by reason.
+    pub errors_by_reason: BTreeMap<String, u64>,
+    /// Unknown histograms dropped from written records, by name.
+    pub histograms_dropped: BTreeMap<String, u64>,
+    /// Source bytes as stored.
+    pub bytes_in: u64,
+    /// Regions that could not be read.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Stats {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Stats) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.records_error += other.records_error;
+        self.records_filtered += other.records_filtered;
+        for (k, v) in &other.errors_by_reason {
+            *self.errors_by_reason.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.histograms_dropped {
+            *self.histograms_dropped.entry(k.clone()).or_default() += v;
+        }
+        self.bytes_in += other.bytes_in;
+        self.unreadable.extend(other.unreadable.iter().cloned());
+    }
+}
+
+/// What a piece holds.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceKind {
+    /// Converted lines of one partition.
+    Records,
+    /// Error-output lines.
+    Errors,
+}
+
+/// One independently compressed xz stream in a unit's staged pieces file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Piece {
+    /// Records or errors.
+    pub kind: PieceKind,
+    /// The partition (empty for errors).
+    pub partition: String,
+    /// Offset in the pieces file.
+    pub offset: u64,
+    /// Compressed length.
+    pub len: u64,
+    /// Lines in it.
+    pub records: u64,
+    /// Uncompressed bytes.
+    pub raw_bytes: u64,
+}
+
+/// A unit's checkpoint: written after its pieces, it marks the unit done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnitManifest {
+    /// Format tag.
+    pub format: String,
+    /// File, relative to the source root.
+    pub file: String,
+    /// Byte range `[start, end)` of the unit.
+    pub start: u64,
+    /// End of the range.
+    pub end: u64,
+    /// Key of the pieces file.
+    pub pieces_key: String,
+    /// sha256 of the pieces file.
+    pub pieces_sha256: String,
+    /// The pieces, in write order.
+    pub pieces: Vec<Piece>,
+    /// The unit's counts.
+    pub stats: Stats,
+}
+
+/// One published object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// Its key in the destination.
+    pub key: String,
+    /// Its partition (empty for error-output objects).
+    pub partition: String,
+    /// Lines in it.
+    pub records: u64,
+    /// Size as stored.
+    pub bytes: u64,
+    /// Uncompressed size.
+    pub raw_bytes: u64,
+    /// sha256 of the stored bytes.
+    pub sha256: String,
+}
+
+/// A group's manifest: written after all its objects, it commits the group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupManifest {
+    /// Format tag.
+    pub format: String,
+    /// Job id.
+    pub job: String,
+    /// Group id.
+    pub group: String,
+    /// The source folder.
+    pub dir: String,
+    /// `--from`/`--to` in force, `yyyyMMdd`.
+    pub window: (Option<String>, Option<String>),
+    /// The units, in assembly order.
+    pub units: Vec<UnitRef>,
+    /// Objects written, by partition then part.
+    pub objects: Vec<ObjectEntry>,
+    /// Error-output objects.
+    pub errors: Vec<ObjectEntry>,
+    /// The group's counts.
+    pub stats: Stats,
+    /// Bytes the group's staged pieces took.
+    pub staged_bytes: u64,
+}
+
+/// A unit as the group manifest lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnitRef {
+    /// File, relative to the source root.
+    pub file: String,
+    /// Start of the range.
+    pub start: u64,
+    /// End of the range.
+    pub end: u64,
+}
+
+/// sha256 of bytes.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// First `n` hex digits of the sha256 of `text` (ids of groups and units).
+pub fn short_hash(text: &str, n: usize) -> String {
+    let mut h = hex::encode(sha256(text.as_bytes()));
+    h.truncate(n);
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            format: FORMAT.into(),
+            job_name: "export".into(),
+            mappings_version: "sha256:abc".into(),
+            filter_sha256: None,
+            xz_preset: 1,
+            target_size: 500_000_000,
+            buffer_size: 64 << 20,
+            split_size: 256 << 20,
+        }
+    }
+
+    #[test]
+    fn job_id_is_stable_and_changes_with_output_options() {
+        let a = spec();
+        assert_eq!(a.id(), spec().id());
+        assert_eq!(a.id().len(), 8);
+        let mut b = spec();
+        b.xz_preset = 6;
+        assert_ne!(a.id(), b.id());
+        assert_eq!(
+            a.differences(&b),
+            vec!["xz_preset: 1 here, 6 in the destination".to_string()]
+        );
+    }
+
+    #[test]
+    fn stats_add() {
+        let mut a = Stats {
+            records_in: 1,
+            ..Default::default()
+        };
+        a.errors_by_reason.insert("invalid_key".into(), 1);
+        let mut b = a.clone();
+        b.histograms_dropped.insert("X".into(), 2);
+        a.add(&b);
+        assert_eq!(a.records_in, 2);
+        assert_eq!(a.errors_by_reason["invalid_key"], 2);
+        assert_eq!(a.histograms_dropped["X"], 2);
+    }
+}

@@ -1,0 +1,188 @@
+//! Planning: which folders of the source are read and how files become units.
+//! A group is one source folder (one day in the old HDFS layout); a unit is a file,
+//! or a byte range of a SequenceFile larger than the split size.
+
+use super::manifest::short_hash;
+use super::unit::{DayWindow, UnitSpec};
+use crate::source::FileEntry;
+
+/// The day a folder path names, from its last three segments `yyyy/MM/dd`.
+pub fn folder_day(dir: &str) -> Option<u32> {
+    let segs: Vec<&str> = dir.rsplit('/').take(3).collect();
+    if segs.len() != 3 {
+        return None;
+    }
+    let (d, m, y) = (segs[0], segs[1], segs[2]);
+    let ok = y.len() == 4 && m.len() == 2 && d.len() == 2;
+    let text = format!("{y}{m}{d}");
+    if ok && crate::core::rowkey::is_real_date(text.as_bytes()) {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Adds `days` (may be negative) to a `yyyyMMdd` day.
+pub fn shift_day(day: u32, days: i64) -> u32 {
+    let (y, m, d) = (
+        (day / 10000) as i64,
+        ((day / 100) % 100) as i64,
+        (day % 100) as i64,
+    );
+    let n = days_from_civil(y, m, d) + days;
+    let (y, m, d) = civil_from_days(n);
+    (y * 10000 + m * 100 + d) as u32
+}
+
+// Howard Hinnant's days-from-civil algorithms (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Whether a folder is read under `window`: folders that name no day always are;
+/// dated folders are when their day is within the window widened by `margin` days
+/// (a folder can hold a few records of a neighbouring day).
+pub fn folder_selected(dir: &str, window: &DayWindow, margin: u32) -> bool {
+    if window.is_open() {
+        return true;
+    }
+    let Some(day) = folder_day(dir) else {
+        return true;
+    };
+    let wide = DayWindow {
+        from: window.from.map(|f| shift_day(f, -(margin as i64))),
+        to: window.to.map(|t| shift_day(t, margin as i64)),
+    };
+    wide.contains(day)
+}
+
+/// The group id of a folder.
+pub fn group_id(dir: &str) -> String {
+    short_hash(&format!("group\0{dir}"), 8)
+}
+
+/// A folder's files as units, in order: files larger than `split_size` become
+/// several units (only SequenceFiles are actually split; for other files the first
+/// unit reads everything and the rest read nothing).
+pub fn units(files: &[FileEntry], split_size: u64) -> Vec<UnitSpec> {
+    let split = split_size.max(1);
+    let mut out = Vec::new();
+    for f in files {
+        let mut start = 0;
+        loop {
+            let end = (start + split).min(f.size);
+            out.push(UnitSpec {
+                file: f.path.clone(),
+                start,
+                end,
+                file_size: f.size,
+            });
+            if end >= f.size {
+                break;
+            }
+            start = end;
+        }
+    }
+    out
+}
+
+/// Parses `yyyyMMdd` or `yyyy-MM-dd` into a checked day.
+pub fn parse_day(s: &str) -> Result<u32, String> {
+    let digits: String = if s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-' {
+        format!("{}{}{}", &s[..4], &s[5..7], &s[8..])
+    } else {
+        s.to_string()
+    };
+    if digits.len() == 8 && crate::core::rowkey::is_real_date(digits.as_bytes()) {
+        Ok(digits.parse().expect("digits"))
+    } else {
+        Err(format!("{s:?} is not a day (yyyyMMdd or yyyy-MM-dd)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_days() {
+        assert_eq!(folder_day("data/telemetry/2013/10/11"), Some(20131011));
+        assert_eq!(folder_day("2013/10/11"), Some(20131011));
+        assert_eq!(folder_day("10/11"), None);
+        assert_eq!(folder_day("2013/02/30"), None);
+        assert_eq!(folder_day("x/2013/1/11"), None);
+    }
+
+    #[test]
+    fn day_arithmetic() {
+        assert_eq!(shift_day(20131231, 1), 20140101);
+        assert_eq!(shift_day(20130301, -1), 20130228);
+        assert_eq!(shift_day(20120301, -1), 20120229);
+        assert_eq!(shift_day(20131011, 0), 20131011);
+        assert_eq!(shift_day(20131011, -3650), 20031014);
+    }
+
+    #[test]
+    fn selection_with_margin() {
+        let w = DayWindow {
+            from: Some(20131011),
+            to: Some(20131011),
+        };
+        assert!(folder_selected("d/2013/10/11", &w, 0));
+        assert!(!folder_selected("d/2013/10/12", &w, 0));
+        assert!(folder_selected("d/2013/10/12", &w, 1));
+        assert!(folder_selected("d/2013/10/10", &w, 1));
+        assert!(!folder_selected("d/2013/10/09", &w, 1));
+        assert!(folder_selected("undated", &w, 0));
+        assert!(folder_selected("d/2013/10/01", &DayWindow::default(), 0));
+    }
+
+    #[test]
+    fn splitting() {
+        let f = |p: &str, size| FileEntry {
+            path: p.into(),
+            size,
+        };
+        let u = units(&[f("a", 10), f("b", 0), f("c", 25)], 10);
+        let got: Vec<_> = u
+            .iter()
+            .map(|u| (u.file.as_str(), u.start, u.end))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, 10),
+                ("b", 0, 0),
+                ("c", 0, 10),
+                ("c", 10, 20),
+                ("c", 20, 25)
+            ]
+        );
+    }
+
+    #[test]
+    fn days() {
+        assert_eq!(parse_day("20131011"), Ok(20131011));
+        assert_eq!(parse_day("2013-10-11"), Ok(20131011));
+        assert!(parse_day("2013-02-30").is_err());
+        assert!(parse_day("201310").is_err());
+    }
+}
