@@ -86,8 +86,10 @@ pub enum Command {
     /// rejected ones (with their original bytes and the reason) to
     /// `DEST/_backfill/errors/`. Rerunning the same command resumes: finished
     /// folders are skipped, and the output is byte-identical to an uninterrupted run.
+    #[command(after_help = AFTER_HELP)]
     Export(ExportArgs),
     /// Show the error output of DEST: counts by reason, or the records of one reason.
+    #[command(after_help = AFTER_HELP)]
     Errors(ErrorsArgs),
 }
 
