@@ -7,8 +7,8 @@
 use crate::core::mappings::Mappings;
 use crate::core::schema::Filter;
 use crate::export::errors::ErrorRecord;
-use crate::export::manifest::{short_hash, BOOKKEEPING};
-use crate::export::unit::DayWindow;
+use crate::export::manifest::BOOKKEEPING;
+use crate::export::plan::DayWindow;
 use crate::export::{self, ExportOptions, Report};
 use crate::mappings_dir::DirMappings;
 use crate::source::{local::LocalSource, Source};
@@ -91,6 +91,15 @@ pub enum Command {
     /// Show the error output of DEST: counts by reason, or the records of one reason.
     #[command(after_help = AFTER_HELP)]
     Errors(ErrorsArgs),
+    /// Show how far each export job in DEST is: folders and units done and pending,
+    /// records and bytes so far, last update, and the time left at the observed rate.
+    #[command(after_help = AFTER_HELP)]
+    Status(StatusArgs),
+    /// Remove the staged pieces, checkpoints and incomplete writes an abandoned job
+    /// left in DEST. Published objects, manifests and the error output of finished
+    /// folders are never removed.
+    #[command(after_help = AFTER_HELP)]
+    Clean(CleanArgs),
 }
 
 /// `export` arguments.
@@ -163,6 +172,29 @@ pub struct ErrorsArgs {
     /// Print at most N records.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+/// `status` arguments.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Destination of an export (a path or `file://…`).
+    pub dest: String,
+    /// Only this job id.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clean` arguments.
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// Destination of an export (a path or `file://…`).
+    pub dest: String,
+    /// Only this job id (default: every job in DEST).
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 /// Parses sizes like `500MB`, `64MiB`, `1G`, `1048576`.
@@ -300,6 +332,16 @@ fn run(cli: &Cli, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
         }
         Some(Command::Export(a)) => run_export(cli, a, bar),
         Some(Command::Errors(a)) => run_errors(a),
+        Some(Command::Status(a)) => run_status(a),
+        Some(Command::Clean(a)) => {
+            let dest = LocalStore::new(local_path(&a.dest, "destination")?)?;
+            let c = crate::export::status::clean(&dest, a.job.as_deref())?;
+            println!(
+                "removed {} staged objects ({} bytes) and {} incomplete writes",
+                c.staged_objects, c.staged_bytes, c.incomplete
+            );
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -386,7 +428,7 @@ fn run_export(cli: &Cli, a: &ExportArgs, bar: &indicatif::ProgressBar) -> anyhow
     if let Some(p) = &a.report {
         write_report(p, &report)?;
     }
-    if !cli.quiet || report.exit_code() != EXIT_OK {
+    if !cli.quiet || interrupted || report.exit_code() != EXIT_OK {
         summary(&report, interrupted);
     }
     Ok(if interrupted || stop.load(Ordering::SeqCst) {
@@ -486,6 +528,47 @@ fn dry_run(
     Ok(if s.unreadable.is_empty() { EXIT_OK } else { 3 })
 }
 
+fn run_status(a: &StatusArgs) -> anyhow::Result<i32> {
+    let path = local_path(&a.dest, "destination")?;
+    anyhow::ensure!(
+        path.is_dir(),
+        "destination {} does not exist",
+        path.display()
+    );
+    let dest = LocalStore::new(path)?;
+    let jobs = crate::export::status::status(&dest, a.job.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(EXIT_OK);
+    }
+    if jobs.is_empty() {
+        println!("no export job in {}", dest.describe());
+    }
+    let now = crate::export::manifest::now_secs();
+    for j in jobs {
+        println!("job {} ({:?}) from {}", j.job, j.job_name, j.source);
+        println!(
+            "  folders: {} done of {} planned; units staged (not yet assembled): {} of {} planned",
+            j.groups_done, j.groups_planned, j.units_staged, j.units_planned
+        );
+        println!(
+            "  records: {} in, {} written, {} rejected; {} of {} source bytes; {} objects; {} bytes staged",
+            j.records_in, j.records_out, j.records_error, j.bytes_in, j.bytes_planned, j.objects, j.staged_bytes
+        );
+        if j.last_update > 0 {
+            println!("  last update: {}s ago", now.saturating_sub(j.last_update));
+        }
+        match j.eta_seconds {
+            Some(s) if j.bytes_in < j.bytes_planned => {
+                println!("  estimated time left: {s}s at the rate observed")
+            }
+            _ if j.bytes_planned > 0 && j.bytes_in >= j.bytes_planned => println!("  done"),
+            _ => {}
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 fn run_errors(a: &ErrorsArgs) -> anyhow::Result<i32> {
     let dest = LocalStore::new(local_path(&a.dest, "destination")?)?;
     let prefix = match &a.job {
@@ -526,6 +609,5 @@ fn run_errors(a: &ErrorsArgs) -> anyhow::Result<i32> {
     {
         eprintln!("(first {shown} shown; --limit N for more)");
     }
-    let _ = short_hash; // ids are printed as stored
     Ok(EXIT_OK)
 }

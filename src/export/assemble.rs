@@ -12,6 +12,7 @@ use super::manifest::{
     errors_prefix, manifest_key, staging_prefix, GroupManifest, ObjectEntry, PieceKind, Stats,
     UnitManifest, UnitRef, FORMAT,
 };
+use super::plan::Selection;
 use crate::store::{ObjectWriter, Store};
 use rayon::prelude::*;
 use sha2::Digest;
@@ -28,8 +29,8 @@ pub struct AssembleCtx<'a> {
     pub job: &'a str,
     /// Target object size (uncompressed bytes).
     pub target_size: u64,
-    /// `--from`/`--to` as written in the manifest.
-    pub window: (Option<String>, Option<String>),
+    /// The days exported.
+    pub selection: &'a Selection,
 }
 
 /// Object key for part `n` of `partition` written by this job and group.
@@ -152,7 +153,7 @@ pub fn assemble(
         job: ctx.job.to_string(),
         group: group.to_string(),
         dir: dir.to_string(),
-        window: ctx.window.clone(),
+        selection: ctx.selection.clone(),
         units: units
             .iter()
             .map(|u| UnitRef {
@@ -165,6 +166,7 @@ pub fn assemble(
         errors,
         stats,
         staged_bytes,
+        committed_at: super::manifest::now_secs(),
     };
     ctx.dest.put(
         &manifest_key(ctx.job, group),

@@ -3,6 +3,7 @@
 //! group's objects. Every document carries a format tag; every writer writes its own
 //! object, so several workers never rewrite a shared one.
 
+use super::plan::Selection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -121,6 +122,10 @@ pub struct Stats {
     pub records_error: u64,
     /// Records read and left out by `--from`/`--to`/`--filter`.
     pub records_filtered: u64,
+    /// Of those, the ones outside every `--from`/`--to` window so far (a later,
+    /// wider run may still export them).
+    #[serde(default)]
+    pub records_outside_window: u64,
     /// Rejected records by reason.
     pub errors_by_reason: BTreeMap<String, u64>,
     /// Unknown histograms dropped from written records, by name.
@@ -138,6 +143,7 @@ impl Stats {
         self.records_out += other.records_out;
         self.records_error += other.records_error;
         self.records_filtered += other.records_filtered;
+        self.records_outside_window += other.records_outside_window;
         for (k, v) in &other.errors_by_reason {
             *self.errors_by_reason.entry(k.clone()).or_default() += v;
         }
@@ -195,6 +201,8 @@ pub struct UnitManifest {
     pub pieces: Vec<Piece>,
     /// The unit's counts.
     pub stats: Stats,
+    /// The days it exported.
+    pub selection: Selection,
 }
 
 /// One published object.
@@ -225,8 +233,8 @@ pub struct GroupManifest {
     pub group: String,
     /// The source folder.
     pub dir: String,
-    /// `--from`/`--to` in force, `yyyyMMdd`.
-    pub window: (Option<String>, Option<String>),
+    /// The days exported from the folder by this group.
+    pub selection: Selection,
     /// The units, in assembly order.
     pub units: Vec<UnitRef>,
     /// Objects written, by partition then part.
@@ -237,6 +245,44 @@ pub struct GroupManifest {
     pub stats: Stats,
     /// Bytes the group's staged pieces took.
     pub staged_bytes: u64,
+    /// When it was committed (seconds since the epoch; for `status`, never for names).
+    #[serde(default)]
+    pub committed_at: u64,
+}
+
+/// Written when a run starts, one object per run: what the run set out to read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Job id.
+    pub job: String,
+    /// Seconds since the epoch.
+    pub started_at: u64,
+    /// Host name, if known.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Folders selected.
+    pub folders: u64,
+    /// Files selected.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Units they make.
+    pub units: u64,
+}
+
+/// Key prefix of a job's run records.
+pub fn runs_prefix(job: &str) -> String {
+    format!("{BOOKKEEPING}/runs/{job}/")
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A unit as the group manifest lists it.

@@ -18,6 +18,7 @@ pub mod assemble;
 pub mod errors;
 pub mod manifest;
 pub mod plan;
+pub mod status;
 pub mod unit;
 
 use crate::core::mappings::Mappings;
@@ -26,15 +27,15 @@ use crate::source::{Source, WalkItem};
 use crate::store::Store;
 use anyhow::{bail, Context as _};
 use manifest::{
-    job_key, manifest_key, GroupManifest, JobRecord, JobSpec, Stats, UnitManifest, Unreadable,
-    FORMAT,
+    job_key, GroupManifest, JobRecord, JobSpec, Stats, UnitManifest, Unreadable, FORMAT,
 };
+use plan::{DayWindow, Selection};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
-use unit::{DayWindow, UnitSpec};
+use unit::UnitSpec;
 
 /// Options of an export run.
 #[derive(Clone)]
@@ -111,6 +112,10 @@ pub struct Report {
     pub units_run: u64,
     /// Largest staging a group needed, bytes.
     pub staged_bytes_max: u64,
+    /// Objects of this job no manifest referenced, removed at the end.
+    pub orphans_removed: u64,
+    /// Incomplete writes (temporary files, multipart uploads) of this job removed.
+    pub incomplete_removed: u64,
     /// Wall time of this invocation.
     pub seconds: f64,
 }
@@ -253,9 +258,150 @@ impl Slots {
 struct Group {
     dir: String,
     id: String,
+    selection: Selection,
     units: Vec<UnitSpec>,
     done: Mutex<Vec<Option<UnitManifest>>>,
     remaining: AtomicUsize,
+}
+
+/// What a committed group contributes to the job report: small, because a long job
+/// has many groups.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The source folder.
+    pub dir: String,
+    /// The days it exported.
+    pub selection: Selection,
+    /// Its counts.
+    pub stats: Stats,
+    /// Objects and their bytes.
+    pub objects: u64,
+    /// Bytes of the objects.
+    pub bytes_out: u64,
+    /// Error-output objects.
+    pub error_objects: u64,
+    /// Their bytes.
+    pub error_bytes: u64,
+    /// Hashes of the partitions written (for the distinct count).
+    pub partitions: Vec<u64>,
+    /// Staging the group needed.
+    pub staged_bytes: u64,
+}
+
+fn hash64(s: &str) -> u64 {
+    let h = manifest::sha256(s.as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+impl Summary {
+    fn of(m: &GroupManifest, referenced: Option<&mut HashSet<u64>>) -> Summary {
+        if let Some(r) = referenced {
+            r.extend(m.objects.iter().chain(&m.errors).map(|o| hash64(&o.key)));
+        }
+        Summary {
+            dir: m.dir.clone(),
+            selection: m.selection.clone(),
+            stats: m.stats.clone(),
+            objects: m.objects.len() as u64,
+            bytes_out: m.objects.iter().map(|o| o.bytes).sum(),
+            error_objects: m.errors.len() as u64,
+            error_bytes: m.errors.iter().map(|o| o.bytes).sum(),
+            partitions: m.objects.iter().map(|o| hash64(&o.partition)).collect(),
+            staged_bytes: m.staged_bytes,
+        }
+    }
+}
+
+/// The committed groups of a job, by folder, and the keys they reference.
+#[derive(Default)]
+pub struct History {
+    /// Summaries by folder, oldest selection first.
+    pub by_dir: HashMap<String, Vec<Summary>>,
+    referenced: HashSet<u64>,
+}
+
+impl History {
+    /// Reads every group manifest of `job` in `dest`.
+    pub fn load(dest: &dyn Store, job: &str) -> anyhow::Result<History> {
+        let mut h = History::default();
+        for meta in dest.list(&manifest::manifests_prefix(job))? {
+            let Some(bytes) = dest.get(&meta.key)? else {
+                continue;
+            };
+            let m: GroupManifest = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading group manifest {}", meta.key))?;
+            h.add(&m);
+        }
+        Ok(h)
+    }
+
+    fn add(&mut self, m: &GroupManifest) {
+        let s = Summary::of(m, Some(&mut self.referenced));
+        let v = self.by_dir.entry(s.dir.clone()).or_default();
+        v.push(s);
+        v.sort_by_key(|s| s.selection.covered.len());
+    }
+
+    /// Windows already exported from `dir`.
+    fn covered(&self, dir: &str) -> Vec<DayWindow> {
+        self.by_dir
+            .get(dir)
+            .map(|v| v.iter().map(|s| s.selection.window).collect())
+            .unwrap_or_default()
+    }
+
+    /// Fills the job-wide counts of `report`. Every run over a folder reads all of
+    /// it, so bytes, unreadable regions and records outside every window come from
+    /// the folder's latest run; the other counts add up (their days are disjoint).
+    pub fn totals(&self, report: &mut Report) {
+        let mut partitions = HashSet::new();
+        let mut dirs: Vec<&String> = self.by_dir.keys().collect();
+        dirs.sort();
+        for dir in dirs {
+            let slices = &self.by_dir[dir];
+            for s in slices {
+                let mut st = s.stats.clone();
+                st.records_filtered -= st.records_outside_window;
+                st.records_outside_window = 0;
+                st.bytes_in = 0;
+                st.unreadable.clear();
+                report.stats.add(&st);
+                report.objects += s.objects;
+                report.bytes_out += s.bytes_out;
+                report.error_objects += s.error_objects;
+                report.error_bytes += s.error_bytes;
+                report.staged_bytes_max = report.staged_bytes_max.max(s.staged_bytes);
+                partitions.extend(s.partitions.iter().copied());
+            }
+            let last = slices.last().expect("non-empty");
+            report.stats.records_filtered += last.stats.records_outside_window;
+            report.stats.records_outside_window += last.stats.records_outside_window;
+            report.stats.bytes_in += last.stats.bytes_in;
+            report
+                .stats
+                .unreadable
+                .extend(last.stats.unreadable.iter().cloned());
+            report.groups += 1;
+        }
+        report.partitions = partitions.len() as u64;
+    }
+}
+
+/// Whether `key` is an object of `job` (its suffix starts with the job id).
+pub fn owned_by(key: &str, job: &str) -> bool {
+    if let Some(rest) = key.strip_prefix(&manifest::errors_prefix(job)) {
+        return !rest.contains('/');
+    }
+    if key.starts_with(&format!("{}/", manifest::BOOKKEEPING)) {
+        return false;
+    }
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let Some(stem) = name.strip_suffix(".xz") else {
+        return false;
+    };
+    stem.rsplit('.')
+        .next()
+        .is_some_and(|suffix| suffix.starts_with(&format!("{job}-")))
 }
 
 /// Shared state of a run.
@@ -266,12 +412,11 @@ struct Run<'a> {
     staging: &'a dyn Store,
     opts: &'a ExportOptions,
     job: String,
-    window_text: (Option<String>, Option<String>),
     progress: &'a indicatif::ProgressBar,
     stop: &'a AtomicBool,
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
-    manifests: Mutex<Vec<GroupManifest>>,
+    committed: Mutex<Vec<GroupManifest>>,
     units_resumed: AtomicUsize,
     units_run: AtomicUsize,
     records: AtomicU64,
@@ -298,29 +443,10 @@ impl Run<'_> {
         self.failed.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
     }
 
-    fn unit_ctx<'b>(
-        &'b self,
-        group: &'b str,
-        on_progress: &'b (dyn Fn(u64, u64) + Sync),
-    ) -> unit::UnitCtx<'b> {
-        unit::UnitCtx {
-            mappings: self.mappings,
-            source: self.source,
-            staging: self.staging,
-            job: &self.job,
-            group,
-            window: self.opts.window,
-            filter: self.opts.filter.as_ref().map(|f| &f.0),
-            xz_preset: self.opts.xz_preset,
-            buffer_size: self.opts.buffer_size,
-            piece_max: (self.opts.target_size / 8).max(1),
-            on_progress,
-        }
-    }
-
-    /// A unit's checkpoint from an earlier run, if it is complete.
-    fn staged(&self, group: &str, u: &UnitSpec) -> anyhow::Result<Option<UnitManifest>> {
-        let (pieces_key, manifest_key) = unit::unit_keys(&self.job, group, u);
+    /// A unit's checkpoint from an earlier run, if it is complete and was made
+    /// with the same selection of days.
+    fn staged(&self, g: &Group, u: &UnitSpec) -> anyhow::Result<Option<UnitManifest>> {
+        let (pieces_key, manifest_key) = unit::unit_keys(&self.job, &g.id, u);
         let Some(bytes) = self.staging.get(&manifest_key)? else {
             return Ok(None);
         };
@@ -333,12 +459,16 @@ impl Run<'_> {
             .list(&pieces_key)?
             .iter()
             .any(|o| o.key == pieces_key);
-        Ok((m.format == FORMAT && m.pieces_key == pieces_key && present).then_some(m))
+        Ok((m.format == FORMAT
+            && m.pieces_key == pieces_key
+            && m.selection == g.selection
+            && present)
+            .then_some(m))
     }
 
     fn run_unit(&self, g: &Group, i: usize) -> anyhow::Result<UnitManifest> {
         let u = &g.units[i];
-        if let Some(m) = self.staged(&g.id, u)? {
+        if let Some(m) = self.staged(g, u)? {
             self.units_resumed.fetch_add(1, Ordering::Relaxed);
             self.advance(
                 u.end - u.start,
@@ -348,7 +478,19 @@ impl Run<'_> {
         }
         self.units_run.fetch_add(1, Ordering::Relaxed);
         let on_progress = |bytes: u64, records: u64| self.advance(bytes, records);
-        let ctx = self.unit_ctx(&g.id, &on_progress);
+        let ctx = unit::UnitCtx {
+            mappings: self.mappings,
+            source: self.source,
+            staging: self.staging,
+            job: &self.job,
+            group: &g.id,
+            selection: &g.selection,
+            filter: self.opts.filter.as_ref().map(|f| &f.0),
+            xz_preset: self.opts.xz_preset,
+            buffer_size: self.opts.buffer_size,
+            piece_max: (self.opts.target_size / 8).max(1),
+            on_progress: &on_progress,
+        };
         unit::process(&ctx, u)
             .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))
     }
@@ -363,18 +505,30 @@ impl Run<'_> {
             staging: self.staging,
             job: &self.job,
             target_size: self.opts.target_size,
-            window: self.window_text.clone(),
+            selection: &g.selection,
         };
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)
             .with_context(|| format!("assembling folder {:?}", g.dir))?;
         tracing::debug!(folder = %g.dir, objects = m.objects.len(), records = m.stats.records_out, "group committed");
-        self.manifests.lock().unwrap().push(m);
+        self.committed.lock().unwrap().push(m);
         Ok(())
     }
 }
 
+/// The group id of a folder for a selection: the folder's first run is named by the
+/// folder alone; later runs with other windows by the folder and their selection.
+fn slice_id(dir: &str, selection: &Selection) -> String {
+    if selection.covered.is_empty() {
+        plan::group_id(dir)
+    } else {
+        let sel = serde_json::to_string(selection).expect("selection serialises");
+        manifest::short_hash(&format!("group\0{dir}\0{sel}"), 8)
+    }
+}
+
 /// Runs (or resumes) an export. `stop` is raised by a signal handler: no new unit
-/// starts, running ones finish and are checkpointed.
+/// starts, running ones finish and are checkpointed. Returns the report and whether
+/// the run was stopped before the end.
 #[allow(clippy::too_many_arguments)]
 pub fn export(
     mappings: &Mappings,
@@ -388,9 +542,32 @@ pub fn export(
     let started = Instant::now();
     let spec = job_spec(opts, mappings);
     let job = claim_job(dest, &spec, &source.describe())?;
+    let mut history = History::load(dest, &job)?;
     let survey = survey(source, opts)?;
     progress.set_length(survey.bytes);
-    let day_text = |d: Option<u32>| d.map(|d| d.to_string());
+    let record = manifest::RunRecord {
+        job: job.clone(),
+        started_at: manifest::now_secs(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        jobs: opts.jobs,
+        folders: survey.folders,
+        files: survey.files,
+        bytes: survey.bytes,
+        units: survey.units,
+    };
+    dest.put(
+        &format!(
+            "{}{}-{}-{}.json",
+            manifest::runs_prefix(&job),
+            record.started_at,
+            record.host,
+            record.pid
+        ),
+        &serde_json::to_vec_pretty(&record)?,
+    )?;
     let run = Run {
         mappings,
         source,
@@ -398,12 +575,11 @@ pub fn export(
         staging,
         opts,
         job: job.clone(),
-        window_text: (day_text(opts.window.from), day_text(opts.window.to)),
         progress,
         stop,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
-        manifests: Mutex::new(Vec::new()),
+        committed: Mutex::new(Vec::new()),
         units_resumed: AtomicUsize::new(0),
         units_run: AtomicUsize::new(0),
         records: AtomicU64::new(0),
@@ -417,9 +593,10 @@ pub fn export(
         cv: Condvar::new(),
     };
     let mut listing_unreadable = Vec::new();
-    let mut resumed = Vec::new();
+    let mut groups_resumed = 0u64;
     let run_ref = &run;
     let slots_ref = &slots;
+    let history_ref = &history;
     let walked = pool.in_place_scope(|scope| {
         source.walk(&mut |item| {
             if run_ref.halted() {
@@ -428,34 +605,34 @@ pub fn export(
             let (dir, files) = match item {
                 WalkItem::Folder { dir, files } => (dir, files),
                 WalkItem::Unreadable { path, error } => {
-                    listing_unreadable.push(Unreadable { file: path, offset: 0, length: 0, error });
+                    listing_unreadable.push(Unreadable {
+                        file: path,
+                        offset: 0,
+                        length: 0,
+                        error,
+                    });
                     return true;
                 }
             };
             if !plan::folder_selected(&dir, &opts.window, opts.folder_margin) {
                 return true;
             }
-            let id = plan::group_id(&dir);
-            match dest.get(&manifest_key(&job, &id)) {
-                Ok(Some(bytes)) => match serde_json::from_slice::<GroupManifest>(&bytes) {
-                    Ok(m) => {
-                        progress.inc(files.iter().map(|f| f.size).sum());
-                        resumed.push(m);
-                        return true;
-                    }
-                    Err(e) => tracing::warn!(folder = %dir, error = %e, "unreadable group manifest, redoing the folder"),
-                },
-                Ok(None) => {}
-                Err(e) => {
-                    run_ref.fail(anyhow::Error::new(e).context(format!("reading manifest of folder {dir:?}")));
-                    return false;
-                }
+            let covered = history_ref.covered(&dir);
+            if plan::covers(&covered, &opts.window) {
+                groups_resumed += 1;
+                progress.inc(files.iter().map(|f| f.size).sum());
+                return true;
             }
+            let selection = Selection {
+                window: opts.window,
+                covered,
+            };
             let units = plan::units(&files, opts.split_size);
             let n = units.len();
             let g = Arc::new(Group {
+                id: slice_id(&dir, &selection),
                 dir,
-                id,
+                selection,
                 units,
                 done: Mutex::new(vec![None; n]),
                 remaining: AtomicUsize::new(n),
@@ -468,7 +645,11 @@ pub fn export(
                 }
                 let g = Arc::clone(&g);
                 scope.spawn(move |scope| {
-                    let r = if run_ref.halted() { None } else { Some(run_ref.run_unit(&g, i)) };
+                    let r = if run_ref.halted() {
+                        None
+                    } else {
+                        Some(run_ref.run_unit(&g, i))
+                    };
                     slots_ref.release();
                     match r {
                         Some(Ok(m)) => g.done.lock().unwrap()[i] = Some(m),
@@ -492,39 +673,79 @@ pub fn export(
         return Err(e);
     }
     let interrupted = stop.load(Ordering::SeqCst);
-    let mut manifests = std::mem::take(&mut *run.manifests.lock().unwrap());
-    let groups_resumed = resumed.len() as u64;
-    manifests.extend(resumed);
+    for m in run.committed.lock().unwrap().iter() {
+        history.add(m);
+    }
     let mut report = Report {
-        job,
+        job: job.clone(),
         source: source.describe(),
         destination: dest.describe(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         mappings_version: mappings.version().to_string(),
-        groups: manifests.len() as u64,
         groups_resumed,
         units_resumed: run.units_resumed.load(Ordering::Relaxed) as u64,
         units_run: run.units_run.load(Ordering::Relaxed) as u64,
         ..Default::default()
     };
-    let mut partitions = BTreeSet::new();
-    manifests.sort_by(|a, b| a.dir.cmp(&b.dir));
-    for m in &manifests {
-        report.stats.add(&m.stats);
-        for o in &m.objects {
-            partitions.insert(o.partition.as_str());
-            report.objects += 1;
-            report.bytes_out += o.bytes;
-        }
-        for o in &m.errors {
-            report.error_objects += 1;
-            report.error_bytes += o.bytes;
-        }
-        report.staged_bytes_max = report.staged_bytes_max.max(m.staged_bytes);
-    }
-    report.partitions = partitions.len() as u64;
+    history.totals(&mut report);
     report.stats.unreadable.extend(listing_unreadable);
     report.stats.unreadable.sort();
+    if !interrupted {
+        // Every selected folder is committed: anything of this job that no manifest
+        // references is left from a crash with other input, and goes.
+        report.orphans_removed = remove_orphans(dest, &job, &history.referenced)?;
+        let staged = format!("{}/staging/{job}/", manifest::BOOKKEEPING);
+        // Every selected folder is committed; checkpoints left by a crash between a
+        // commit and its clean-up, or by runs with other windows, are not needed.
+        for m in staging.list(&staged)? {
+            staging.delete(&m.key)?;
+        }
+        let ours = |key: &str| owned_by(key, &job) || key.starts_with(&staged);
+        report.incomplete_removed = dest.remove_incomplete(&ours)?;
+        if !std::ptr::addr_eq(dest, staging) {
+            report.incomplete_removed += staging.remove_incomplete(&ours)?;
+        }
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok((report, interrupted))
+}
+
+/// Deletes objects of `job` that no group manifest references; returns how many.
+/// Objects of other writers are never touched (SPEC §6).
+pub fn remove_orphans(
+    dest: &dyn Store,
+    job: &str,
+    referenced: &HashSet<u64>,
+) -> anyhow::Result<u64> {
+    let mut removed = 0;
+    for meta in dest.list("")? {
+        if owned_by(&meta.key, job) && !referenced.contains(&hash64(&meta.key)) {
+            tracing::warn!(key = %meta.key, "removing orphan object of this job (no manifest references it)");
+            dest.delete(&meta.key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_by_job_id_in_the_suffix() {
+        let job = "d7b22151";
+        for (key, owned) in [
+            ("saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log.d7b22151-98db8291-0.xz", true),
+            ("saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log.d7b22152-98db8291-0.xz", false),
+            ("saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log.e28a4032eb744f089a1828ac7399e5d8.lzma", false),
+            ("saved_session/Firefox/nightly/22.0a1/20130226031002.20131011.v2.log.ingest-d7b22151-0.xz", false),
+            ("_backfill/errors/d7b22151/98db8291-0.jsonl.xz", true),
+            ("_backfill/errors/other/98db8291-0.jsonl.xz", false),
+            ("_backfill/manifests/d7b22151/98db8291.json", false),
+            ("_backfill/staging/d7b22151/98db8291/x.d7b22151-1.xz", false),
+        ] {
+            assert_eq!(owned_by(key, job), owned, "{key}");
+        }
+    }
 }

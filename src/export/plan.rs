@@ -3,8 +3,100 @@
 //! or a byte range of a SequenceFile larger than the split size.
 
 use super::manifest::short_hash;
-use super::unit::{DayWindow, UnitSpec};
+use super::unit::UnitSpec;
 use crate::source::FileEntry;
+use serde::{Deserialize, Serialize};
+
+/// An inclusive range of submission days, `yyyyMMdd` as numbers; a missing bound is
+/// open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayWindow {
+    /// First day, inclusive.
+    pub from: Option<u32>,
+    /// Last day, inclusive.
+    pub to: Option<u32>,
+}
+
+impl DayWindow {
+    /// Whether the window selects everything.
+    pub fn is_open(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    /// Whether `day` is inside.
+    pub fn contains(&self, day: u32) -> bool {
+        self.from.is_none_or(|f| day >= f) && self.to.is_none_or(|t| day <= t)
+    }
+
+    fn lo(&self) -> u32 {
+        self.from.unwrap_or(0)
+    }
+
+    fn hi(&self) -> u32 {
+        self.to.unwrap_or(u32::MAX)
+    }
+}
+
+/// Whether the union of `covered` holds every day of `w`.
+pub fn covers(covered: &[DayWindow], w: &DayWindow) -> bool {
+    let mut sorted: Vec<&DayWindow> = covered.iter().collect();
+    sorted.sort_by_key(|c| c.lo());
+    // The first day of `w` not yet known to be covered.
+    let mut next = w.lo();
+    for c in sorted {
+        if c.lo() > next {
+            break;
+        }
+        if c.hi() >= w.hi() {
+            return true;
+        }
+        if c.hi() >= next {
+            next = shift_day(c.hi(), 1);
+        }
+    }
+    next > w.hi()
+}
+
+/// Where a record's day puts it for one run over a folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DayClass {
+    /// Exported by this run.
+    Selected,
+    /// Exported by an earlier run with another window: skipped, not counted.
+    Covered,
+    /// Outside every window so far: counted as filtered.
+    Outside,
+}
+
+/// Which days a run exports from a folder: its `--from`/`--to` window, minus the
+/// windows earlier runs of the same job already exported from that folder (so that
+/// widening the window adds only the new days).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// This run's window.
+    pub window: DayWindow,
+    /// Windows already exported from the folder.
+    pub covered: Vec<DayWindow>,
+}
+
+impl Selection {
+    /// Classifies a record by its legacy key. Keys whose day cannot be read belong
+    /// to the folder's first run only (they are errors, and must be counted once).
+    pub fn classify(&self, key: &[u8]) -> DayClass {
+        let day = (key.len() > 9 && key[1..9].iter().all(u8::is_ascii_digit)).then(|| {
+            key[1..9]
+                .iter()
+                .fold(0u32, |a, &c| a * 10 + (c - b'0') as u32)
+        });
+        match day {
+            None if self.covered.is_empty() => DayClass::Selected,
+            None => DayClass::Covered,
+            Some(d) if self.covered.iter().any(|c| c.contains(d)) => DayClass::Covered,
+            Some(d) if self.window.contains(d) => DayClass::Selected,
+            Some(_) => DayClass::Outside,
+        }
+    }
+}
 
 /// The day a folder path names, from its last three segments `yyyy/MM/dd`.
 pub fn folder_day(dir: &str) -> Option<u32> {
@@ -176,6 +268,61 @@ mod tests {
                 ("c", 20, 25)
             ]
         );
+    }
+
+    #[test]
+    fn coverage() {
+        let w = |f: Option<u32>, t: Option<u32>| DayWindow { from: f, to: t };
+        let oct = w(Some(20131001), Some(20131031));
+        assert!(covers(&[w(None, None)], &oct));
+        assert!(covers(&[oct], &w(Some(20131010), Some(20131011))));
+        assert!(!covers(&[], &oct));
+        assert!(!covers(&[w(Some(20131001), Some(20131015))], &oct));
+        assert!(covers(
+            &[
+                w(Some(20131016), Some(20131031)),
+                w(Some(20131001), Some(20131015))
+            ],
+            &oct
+        ));
+        assert!(!covers(
+            &[
+                w(Some(20131017), Some(20131031)),
+                w(Some(20131001), Some(20131015))
+            ],
+            &oct
+        ));
+        assert!(covers(
+            &[w(Some(20130930), Some(20130930)), w(Some(20131001), None)],
+            &w(Some(20130930), None)
+        ));
+        assert!(!covers(&[oct], &w(None, Some(20131031))));
+    }
+
+    #[test]
+    fn classify_by_key_day() {
+        let key = |d: &str| crate::core::rowkey::build(d, "17caa68c-25f5-450a-9cce-7d31318846d8");
+        let first = Selection {
+            window: DayWindow {
+                from: Some(20131010),
+                to: Some(20131010),
+            },
+            covered: vec![],
+        };
+        assert_eq!(first.classify(&key("20131010")), DayClass::Selected);
+        assert_eq!(first.classify(&key("20131011")), DayClass::Outside);
+        assert_eq!(first.classify(b"bad"), DayClass::Selected);
+        let second = Selection {
+            window: DayWindow {
+                from: Some(20131010),
+                to: Some(20131011),
+            },
+            covered: vec![first.window],
+        };
+        assert_eq!(second.classify(&key("20131010")), DayClass::Covered);
+        assert_eq!(second.classify(&key("20131011")), DayClass::Selected);
+        assert_eq!(second.classify(&key("20131012")), DayClass::Outside);
+        assert_eq!(second.classify(b"bad"), DayClass::Covered);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::errors::ErrorRecord;
 use super::manifest::{
     short_hash, staging_prefix, Piece, PieceKind, Stats, UnitManifest, Unreadable, FORMAT,
 };
+use super::plan::{DayClass, Selection};
 use crate::core::body::{self, Container};
 use crate::core::convert::Converter;
 use crate::core::mappings::Mappings;
@@ -23,36 +24,6 @@ use crate::store::{ObjectWriter, Store};
 use sha2::Digest;
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-
-/// An inclusive range of submission days, `yyyyMMdd` as numbers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DayWindow {
-    /// First day, inclusive.
-    pub from: Option<u32>,
-    /// Last day, inclusive.
-    pub to: Option<u32>,
-}
-
-impl DayWindow {
-    /// Whether the window selects everything.
-    pub fn is_open(&self) -> bool {
-        self.from.is_none() && self.to.is_none()
-    }
-
-    /// Whether `day` (8 ASCII digits) is inside; `None` when it is not 8 digits.
-    pub fn contains_text(&self, day: &[u8]) -> Option<bool> {
-        if day.len() != 8 || !day.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let d = day.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32);
-        Some(self.contains(d))
-    }
-
-    /// Whether `day` is inside.
-    pub fn contains(&self, day: u32) -> bool {
-        self.from.is_none_or(|f| day >= f) && self.to.is_none_or(|t| day <= t)
-    }
-}
 
 /// A unit: `[start, end)` of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,8 +57,8 @@ pub struct UnitCtx<'a> {
     pub job: &'a str,
     /// Group id.
     pub group: &'a str,
-    /// `--from`/`--to`.
-    pub window: DayWindow,
+    /// Which submission days this run exports from the unit.
+    pub selection: &'a Selection,
     /// `--filter`.
     pub filter: Option<&'a Filter>,
     /// xz preset of the pieces.
@@ -280,6 +251,7 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
         pieces_sha256,
         pieces,
         stats,
+        selection: ctx.selection.clone(),
     };
     ctx.staging.put(
         &manifest_key,
@@ -305,12 +277,14 @@ impl Sink<'_, '_> {
         key: &[u8],
         value: &[u8],
     ) -> io::Result<()> {
-        if !self.ctx.window.is_open()
-            && key.len() > 9
-            && self.ctx.window.contains_text(&key[1..9]) == Some(false)
-        {
-            stats.records_filtered += 1;
-            return Ok(());
+        match self.ctx.selection.classify(key) {
+            DayClass::Selected => {}
+            DayClass::Covered => return Ok(()),
+            DayClass::Outside => {
+                stats.records_filtered += 1;
+                stats.records_outside_window += 1;
+                return Ok(());
+            }
         }
         match self.conv.convert_legacy(key, value) {
             Ok(c) => {
@@ -454,6 +428,10 @@ fn read_unit(
                 let sep = if rec.malformed { 0 } else { 1 };
                 next_at = rec.offset + (rec.key.len() + sep + rec.value.len() + 1) as u64;
                 if rec.malformed {
+                    // Undatable: only a folder's first run takes it.
+                    if !ctx.selection.covered.is_empty() {
+                        continue;
+                    }
                     sink.reject(
                         stager,
                         stats,

@@ -100,7 +100,7 @@ impl Store for LocalStore {
             .expect("key has a file name")
             .to_string_lossy();
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{n}", std::process::id()));
+        let tmp = dir.join(format!("{TMP_PREFIX}{}.{n}.{name}", std::process::id()));
         let file = File::create(&tmp)?;
         Ok(Box::new(LocalWriter {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
@@ -139,6 +139,47 @@ impl Store for LocalStore {
         walk(&self.root, &start, prefix, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+                    continue;
+                };
+                // `.tmp.<pid>.<n>.<name>`: a writer on this machine that is gone.
+                let mut parts = rest.splitn(3, '.');
+                let (Some(pid), Some(_), Some(target)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let alive = Path::new("/proc").join(pid).exists();
+                let rel = path
+                    .with_file_name(target)
+                    .strip_prefix(&self.root)
+                    .map(|p| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+                    .unwrap_or_default();
+                if !alive && owned(&rel) {
+                    // Through `delete`, which also prunes folders left empty.
+                    let key = path
+                        .strip_prefix(&self.root)
+                        .map(|p| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+                        .unwrap_or_default();
+                    self.delete(&key)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
@@ -205,6 +246,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("dest")).unwrap();
         super::super::contract::run(&store);
+    }
+
+    #[test]
+    fn incomplete_writes_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        fs::create_dir_all(dir.path().join("a")).unwrap();
+        // A crashed writer (pid that cannot exist) and a live one (us).
+        fs::write(dir.path().join("a/.tmp.4294967295.0.obj.xz"), b"x").unwrap();
+        fs::write(dir.path().join("a/.tmp.4294967295.1.other.xz"), b"x").unwrap();
+        let w = store.create("a/live.xz").unwrap();
+        assert_eq!(
+            store
+                .remove_incomplete(&|k| k.starts_with("a/") && !k.ends_with("other.xz"))
+                .unwrap(),
+            1
+        );
+        let mut left: Vec<String> = fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().any(|n| n.ends_with("other.xz")));
+        drop(w);
     }
 
     #[test]

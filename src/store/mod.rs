@@ -57,6 +57,13 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
+    /// Removes writes that were started and never completed (left by a crash) for
+    /// keys `owned` accepts; returns how many. Writes still in progress elsewhere are
+    /// left alone.
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
+        let _ = owned;
+        Ok(0)
+    }
 }
 
 /// Checks that a key cannot escape the store's root: relative, `/`-separated, no

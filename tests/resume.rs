@@ -1,0 +1,354 @@
+//! Checkpoints, resume and exactly-once output: kill the export anywhere, rerun, get
+//! the same store.
+
+use crate::common::*;
+use sha2::Digest;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Three days × `files` files of 60 records, a few bad ones.
+fn dataset(root: &Path, files: u64) {
+    let mut n = 0;
+    for day in ["20131010", "20131011", "20131012"] {
+        for f in 0..files {
+            let recs: Vec<Rec> = (0..60)
+                .map(|i| {
+                    n += 1;
+                    if i % 13 == 5 {
+                        bad(n, day)
+                    } else {
+                        good(n, day)
+                    }
+                })
+                .collect();
+            write_seq(
+                &day_dir(root, day).join(format!("part-m-{f:05}")),
+                &recs,
+                BLOCK,
+            );
+        }
+    }
+}
+
+fn digests(dest: &Path) -> BTreeMap<String, String> {
+    objects(dest)
+        .into_iter()
+        .map(|(k, v)| (k, hex::encode(sha2::Sha256::digest(&v))))
+        .collect()
+}
+
+fn export_args<'a>(src: &'a Path, dest: &'a Path, report: &'a Path) -> Vec<&'a str> {
+    vec![
+        "export",
+        src.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "-q",
+        "--jobs",
+        "2",
+        "--split-size",
+        "16KiB",
+        "--target-size",
+        "200KB",
+        "--report",
+        report.to_str().unwrap(),
+    ]
+}
+
+fn counts(rep: &serde_json::Value) -> Vec<u64> {
+    [
+        "records_in",
+        "records_out",
+        "records_error",
+        "records_filtered",
+        "bytes_in",
+        "objects",
+        "partitions",
+    ]
+    .iter()
+    .map(|k| rep[*k].as_u64().unwrap_or_else(|| panic!("{k} in {rep}")))
+    .collect()
+}
+
+/// A deterministic sequence of kill delays (ms), spread over a run's length.
+fn delays(trials: usize, max_ms: u64) -> Vec<u64> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..trials)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % max_ms
+        })
+        .collect()
+}
+
+#[test]
+fn killed_anywhere_then_rerun_gives_the_same_store() {
+    let trials: usize = std::env::var("BACKFILL_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 4);
+    let reference = t.path().join("reference");
+    let ref_report = t.path().join("reference.json");
+    let started = Instant::now();
+    let out = backfill(&export_args(&src, &reference, &ref_report));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run_ms = started.elapsed().as_millis() as u64;
+    let want = digests(&reference);
+    let want_counts =
+        counts(&serde_json::from_slice(&std::fs::read(&ref_report).unwrap()).unwrap());
+    assert!(want.len() > 20);
+
+    let mut kills = 0;
+    for (trial, delay) in delays(trials, run_ms.max(10)).into_iter().enumerate() {
+        let dest = t.path().join(format!("dest{trial}"));
+        let report = t.path().join(format!("report{trial}.json"));
+        // Kill once at `delay`, and again at half of it on the rerun, then finish.
+        for d in [delay, delay / 2] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+                .args(export_args(&src, &dest, &report))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_millis(d);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    child.kill().unwrap();
+                    kills += 1;
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            child.wait().unwrap();
+        }
+        let out = backfill(&export_args(&src, &dest, &report));
+        assert_eq!(out.code, 0, "trial {trial}: {}", out.stderr);
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(
+            digests(&dest),
+            want,
+            "trial {trial} (killed at {delay} ms): objects differ"
+        );
+        assert_eq!(
+            counts(&rep),
+            want_counts,
+            "trial {trial}: the report describes the whole job"
+        );
+        let n = |k: &str| rep[k].as_u64().unwrap();
+        assert_eq!(n("records_in"), n("records_out") + n("records_error"));
+        // Nothing half-written anywhere, and staging is gone.
+        let leftovers: Vec<String> = walk_names(&dest)
+            .into_iter()
+            .filter(|p| p.contains("/.tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "trial {trial}: {leftovers:?}");
+        assert!(walk_names(&dest.join("_backfill/staging")).is_empty());
+        // The final run reused every checkpoint it found and reports what it redid.
+        assert!(n("units_run") + n("units_resumed") > 0 || n("groups_resumed") > 0);
+    }
+    assert!(
+        kills > 0,
+        "no run was killed: the dataset is too small for the machine"
+    );
+}
+
+fn walk_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sigint_checkpoints_exits_130_and_the_rerun_finishes_the_same() {
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 6);
+    let reference = t.path().join("reference");
+    let out = backfill(&export_args(&src, &reference, &t.path().join("r.json")));
+    assert_eq!(out.code, 0);
+
+    let dest = t.path().join("dest");
+    let report = t.path().join("report.json");
+    let mut args = export_args(&src, &dest, &report);
+    args[4..6].copy_from_slice(&["--jobs", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first unit checkpoint, then ask it to stop.
+    let staging = dest.join("_backfill/staging");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !walk_names(&staging).iter().any(|p| p.ends_with(".json")) {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        if child.try_wait().unwrap().is_some() {
+            panic!("the export finished before it could be interrupted: make the dataset bigger");
+        }
+        std::thread::yield_now();
+    }
+    let pid = child.id() as i32;
+    assert_eq!(unsafe_kill(pid, 2), 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rerun the same command"));
+    // Units were checkpointed, not the whole job.
+    assert!(walk_names(&staging).iter().any(|p| p.ends_with(".json")));
+    let status = backfill(&["status", dest.to_str().unwrap()]);
+    assert!(status.stdout.contains("units staged"), "{}", status.stdout);
+
+    let out = backfill(&export_args(&src, &dest, &report));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        rep["units_resumed"].as_u64().unwrap() + rep["groups_resumed"].as_u64().unwrap() > 0,
+        "{rep}"
+    );
+    assert_eq!(digests(&dest), digests(&reference));
+}
+
+/// Sends a signal with the `kill` command (no libc binding needed).
+fn unsafe_kill(pid: i32, sig: i32) -> i32 {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map_or(-1, |s| s.code().unwrap_or(-1))
+}
+
+#[test]
+fn widening_the_window_adds_only_the_new_days() {
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 2);
+    let full = t.path().join("full");
+    let (out, full_rep) = export(&src, &full, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let dest = t.path().join("dest");
+    let (out, first) = export(&src, &dest, &["--from", "20131010", "--to", "20131010"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(first["records_filtered"].as_u64().unwrap() > 0);
+    let (out, second) = export(&src, &dest, &["--from", "20131010", "--to", "20131012"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for k in [
+        "records_in",
+        "records_out",
+        "records_error",
+        "records_filtered",
+        "bytes_in",
+    ] {
+        assert_eq!(
+            second[k], full_rep[k],
+            "{k}: the report describes the whole job"
+        );
+    }
+    // The same records in the same partitions as one full export, each once.
+    let content = |root: &Path| -> BTreeSet<(String, String)> {
+        let mut set = BTreeSet::new();
+        for (k, v) in objects(root) {
+            for (id, _) in lines(&v) {
+                assert!(set.insert((partition_of(&k), id)), "duplicate");
+            }
+        }
+        set
+    };
+    assert_eq!(content(&dest), content(&full));
+    // Running the wide window again is a no-op.
+    let before = digests(&dest);
+    let (out, third) = export(&src, &dest, &["--from", "20131010", "--to", "20131012"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(third["units_run"], 0);
+    assert_eq!(digests(&dest), before);
+}
+
+#[test]
+fn orphans_of_this_job_go_and_other_writers_objects_stay() {
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 1);
+    let dest = t.path().join("dest");
+    let (out, rep) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 0);
+    let job = rep["job"].as_str().unwrap().to_string();
+    let (key, bytes) = objects(&dest).into_iter().next().unwrap();
+    let stem = key
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .rsplit_once('.')
+        .unwrap()
+        .0
+        .to_string();
+    let orphan = format!("{stem}.{job}-00000000-7.xz");
+    let foreign = format!("{stem}.ingest-{job}-0.xz");
+    let legacy = format!("{stem}.e28a4032eb744f089a1828ac7399e5d8.lzma");
+    for k in [&orphan, &foreign, &legacy] {
+        std::fs::write(dest.join(k), &bytes).unwrap();
+    }
+    let (out, rep) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["orphans_removed"], 1);
+    assert!(!dest.join(&orphan).exists());
+    assert!(dest.join(&foreign).exists());
+    assert!(dest.join(&legacy).exists());
+    assert!(dest.join(&key).exists());
+}
+
+#[test]
+fn clean_removes_staging_never_published_objects() {
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 2);
+    let dest = t.path().join("dest");
+    let (out, _) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 0);
+    let published = digests(&dest);
+    // Leave a fake abandoned checkpoint behind.
+    let job = std::fs::read_dir(dest.join("_backfill/jobs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let job = job.to_string_lossy().trim_end_matches(".json").to_string();
+    let stale = dest.join(format!("_backfill/staging/{job}/abcd0123/unit.pieces"));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"xx").unwrap();
+    let out = backfill(&["clean", dest.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("removed 1 staged objects"),
+        "{}",
+        out.stdout
+    );
+    assert!(!stale.exists());
+    assert_eq!(digests(&dest), published);
+    assert!(dest.join("_backfill/manifests").exists());
+}
