@@ -56,6 +56,8 @@ port_is_free() {
     "$(python_bin)" - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+# As servers do: a port whose old connections linger in TIME_WAIT is free to listen on.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
