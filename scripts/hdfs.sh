@@ -12,7 +12,8 @@
 # Env: BACKFILL_STATE (default /tmp/backfill-test), BACKFILL_CACHE, BACKFILL_HDFS_PORT
 # (preferred RPC port, default 9000; a free one is picked when it is taken),
 # BACKFILL_HDFS_TIMEOUT (seconds to wait for readiness, default 60).
-# Every address is 127.0.0.1; HTTP/IPC/data ports are chosen by the kernel (port 0).
+# Every address is 127.0.0.1; the NameNode's HTTP port is a free one picked here (for
+# fsck), the DataNode's ports are chosen by the kernel (port 0).
 set -euo pipefail
 # shellcheck source=lib/cache.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
@@ -26,7 +27,7 @@ MARKER="-Dbackfill.hdfs=$HDFS_STATE"
 usage() { die "usage: $0 start|stop|status|env"; }
 
 write_conf() {
-    local port="$1"
+    local port="$1" http_port="$2"
     mkdir -p "$HDFS_CONF" "$HDFS_STATE/webroot/webapps/hdfs" "$HDFS_STATE/webroot/webapps/datanode" \
         "$HDFS_STATE/webroot/webapps/secondary" "$HDFS_STATE/logs"
     cat >"$HDFS_CONF/core-site.xml" <<EOF
@@ -46,7 +47,8 @@ EOF
 <!-- Written by scripts/hdfs.sh: loopback only, one replica, 1 MiB blocks, no web HDFS. -->
 <configuration>
   <property><name>dfs.namenode.rpc-address</name><value>127.0.0.1:$port</value></property>
-  <property><name>dfs.namenode.http-address</name><value>127.0.0.1:0</value></property>
+  <!-- A known port (not 0): fsck and other admin tools reach the NameNode over HTTP. -->
+  <property><name>dfs.namenode.http-address</name><value>127.0.0.1:$http_port</value></property>
   <property><name>dfs.namenode.secondary.http-address</name><value>127.0.0.1:0</value></property>
   <property><name>dfs.datanode.address</name><value>127.0.0.1:0</value></property>
   <property><name>dfs.datanode.http.address</name><value>127.0.0.1:0</value></property>
@@ -71,7 +73,7 @@ EOF
 # daemon_cmd CLASS ARGS...: set the array CMD to one daemon's java command line.
 daemon_cmd() {
     local cls="$1"; shift
-    CMD=(java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true "$MARKER" \
+    CMD=("$JAVA_HOME_HDFS/bin/java" -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true "$MARKER" \
         -Dlog4j.configuration="file:$HDFS_CONF/log4j.properties" \
         -Dhadoop.log.dir="$HDFS_STATE/logs" \
         -cp "$HDFS_CONF:$HDFS_STATE/webroot:$HADOOP_JARS/*" "$cls" "$@")
@@ -83,7 +85,7 @@ print_env() {
 }
 
 cmd_start() {
-    need_cmd java "Java 17 is needed (apt-get install openjdk-17-jdk-headless)"
+    JAVA_HOME_HDFS="$(java_home)"
     if hdfs_running; then
         log "hdfs: already running on port $(cat "$HDFS_STATE/port") (state $HDFS_STATE)"
         print_env
@@ -97,7 +99,10 @@ cmd_start() {
     mkdir -p "$HDFS_STATE"
     port="$(free_port "${BACKFILL_HDFS_PORT:-9000}")"
     echo "$port" >"$HDFS_STATE/port"
-    write_conf "$port"
+    local http_port
+    http_port="$(free_port)"
+    [ "$http_port" != "$port" ] || http_port="$(free_port)"
+    write_conf "$port" "$http_port"
 
     log "hdfs: formatting a fresh NameNode in $HDFS_STATE/name"
     daemon_cmd org.apache.hadoop.hdfs.server.namenode.NameNode -format -force -nonInteractive

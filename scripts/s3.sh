@@ -5,7 +5,8 @@
 #   scripts/s3.sh start    fresh data under $BACKFILL_STATE/s3, start, wait until a
 #                          signed create-bucket/put/get/delete round trip works;
 #                          prints the `env` lines on stdout
-#   scripts/s3.sh stop     stop it (SIGTERM, then SIGKILL after 30 s); safe to repeat
+#   scripts/s3.sh stop     stop it (SIGTERM, then SIGKILL after $BACKFILL_S3_STOP_TIMEOUT
+#                          s, default 30; it usually takes 2.4 s); safe to repeat
 #   scripts/s3.sh status   exit 0 when running and answering (prints pid, port, RSS), 3 when not
 #   scripts/s3.sh env      print BACKFILL_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
 #                          AWS_SECRET_ACCESS_KEY, AWS_REGION (us-east-1) as exports
@@ -136,7 +137,7 @@ EOF
 cmd_stop() {
     local t0
     t0="$(now_ms)"
-    stop_pid "s3 weed" "$S3_STATE/weed.pid" "$MARKER" 30
+    stop_pid "s3 weed" "$S3_STATE/weed.pid" "$MARKER" "${BACKFILL_S3_STOP_TIMEOUT:-30}"
     log "s3: stop took $(( $(now_ms) - t0 )) ms"
 }
 

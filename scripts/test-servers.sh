@@ -41,8 +41,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null || true
-    [ $want_s3 = 1 ] && { "$here/s3.sh" stop || log "s3 stop failed (state $BACKFILL_STATE/s3)"; }
+    # Both at once: SeaweedFS alone can take seconds to stop.
+    [ $want_s3 = 1 ] && { "$here/s3.sh" stop || log "s3 stop failed (state $BACKFILL_STATE/s3)"; } &
     [ $want_hdfs = 1 ] && { "$here/hdfs.sh" stop || log "hdfs stop failed (state $BACKFILL_STATE/hdfs)"; }
+    wait
     if [ "$status" = 0 ] && [ "$rc" = 0 ]; then
         rm -rf "$BACKFILL_STATE"
     else
@@ -55,14 +57,22 @@ trap 'log "interrupted"; status=130; exit 130' INT
 trap 'log "terminated"; status=143; exit 143' TERM
 
 t0="$(now_ms)"
+# Both at once (each waits on its own readiness); the env each prints goes to a file.
+s3_pid="" hdfs_ok=1 s3_ok=1
 if [ $want_s3 = 1 ]; then
-    envs="$("$here/s3.sh" start)" || die "the S3 server (SeaweedFS) did not start; see above"
-    eval "$envs"
+    "$here/s3.sh" start >"$BACKFILL_STATE/s3.env" &
+    s3_pid=$!
 fi
 if [ $want_hdfs = 1 ]; then
-    envs="$("$here/hdfs.sh" start)" || die "HDFS did not start; see above"
-    eval "$envs"
+    "$here/hdfs.sh" start >"$BACKFILL_STATE/hdfs.env" || hdfs_ok=0
 fi
+if [ -n "$s3_pid" ]; then wait "$s3_pid" || s3_ok=0; fi
+[ $s3_ok = 1 ] || die "the S3 server (SeaweedFS) did not start; see its log tail above"
+[ $hdfs_ok = 1 ] || die "HDFS did not start; see its log tail above"
+# shellcheck disable=SC1091
+[ $want_s3 = 1 ] && . "$BACKFILL_STATE/s3.env"
+# shellcheck disable=SC1091
+[ $want_hdfs = 1 ] && . "$BACKFILL_STATE/hdfs.env"
 log "servers up in $(( $(now_ms) - t0 )) ms:${BACKFILL_TEST_HDFS:+ hdfs $BACKFILL_TEST_HDFS}${BACKFILL_TEST_S3_ENDPOINT:+ s3 $BACKFILL_TEST_S3_ENDPOINT}; running: $*"
 
 # In the background + wait, so that a signal to this script is handled at once.

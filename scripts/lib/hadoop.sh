@@ -31,12 +31,12 @@ hadoop_client_conf() {
 hadoop_java() {
     local libpath=()
     if [ "${1:-}" = "--native" ]; then libpath=("-Djava.library.path=$2"); shift 2; fi
-    need_cmd java "Java 17 is needed (apt-get install openjdk-17-jdk-headless)"
     ensure_hadoop_jars
-    local classes conf
+    local classes conf jh
+    jh="$(java_home)"
     classes="$(ensure_java_classes)"
     conf="$(hadoop_client_conf)"
-    java -Xmx512m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true \
+    "$jh/bin/java" -Xmx512m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true \
         -Dlog4j.configuration="file:$BACKFILL_SCRIPTS/conf/log4j-tools.properties" \
         "${libpath[@]}" -cp "$conf:$classes:$HADOOP_JARS/*" "$@"
 }
