@@ -79,6 +79,15 @@ daemon_cmd() {
         -cp "$HDFS_CONF:$HDFS_STATE/webroot:$HADOOP_JARS/*" "$cls" "$@")
 }
 
+# fail_start MSG LOG...: say why, show the logs as they were, then stop what started.
+fail_start() {
+    local msg="$1"; shift
+    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
+    show_logs "$@"
+    cmd_stop 2>/dev/null || true
+    die "$msg (logs above; state kept in $HDFS_STATE)"
+}
+
 print_env() {
     echo "export BACKFILL_TEST_HDFS=hdfs://127.0.0.1:$(cat "$HDFS_STATE/port")"
     echo "export HADOOP_CONF_DIR=$HDFS_CONF"
@@ -118,17 +127,14 @@ cmd_start() {
     local timeout="${BACKFILL_HDFS_TIMEOUT:-60}" deadline
     deadline=$(($(date +%s) + timeout))
     while ! grep -q "Successfully sent block report" "$DN_LOG" 2>/dev/null; do
-        if ! pid_matches "$(cat "$HDFS_STATE/namenode.pid")" "$MARKER"; then
-            cmd_stop 2>/dev/null || true
-            die_with_logs "hdfs: the NameNode exited during start-up" "$NN_LOG" "$DN_LOG"
+        if ! pid_alive "$(cat "$HDFS_STATE/namenode.pid")"; then
+            fail_start "hdfs: the NameNode exited during start-up" "$NN_LOG" "$DN_LOG"
         fi
-        if ! pid_matches "$(cat "$HDFS_STATE/datanode.pid")" "$MARKER"; then
-            cmd_stop 2>/dev/null || true
-            die_with_logs "hdfs: the DataNode exited during start-up" "$DN_LOG" "$NN_LOG"
+        if ! pid_alive "$(cat "$HDFS_STATE/datanode.pid")"; then
+            fail_start "hdfs: the DataNode exited during start-up" "$DN_LOG" "$NN_LOG"
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
-            cmd_stop 2>/dev/null || true
-            die_with_logs "hdfs: no 'Successfully sent block report' in $DN_LOG within ${timeout}s (BACKFILL_HDFS_TIMEOUT)" "$DN_LOG" "$NN_LOG"
+            fail_start "hdfs: no 'Successfully sent block report' in $DN_LOG within ${timeout}s (BACKFILL_HDFS_TIMEOUT)" "$DN_LOG" "$NN_LOG"
         fi
         sleep 0.2
     done

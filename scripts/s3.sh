@@ -33,6 +33,15 @@ usage() { die "usage: $0 start|stop|status|env"; }
 
 s3_running() { pid_matches "$(cat "$S3_STATE/weed.pid" 2>/dev/null)" "$MARKER"; }
 
+# fail_start MSG LOG...: say why, show the logs as they were, then stop what started.
+fail_start() {
+    local msg="$1"; shift
+    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
+    show_logs "$@"
+    cmd_stop 2>/dev/null || true
+    die "$msg (logs above; state kept in $S3_STATE)"
+}
+
 print_env() {
     echo "export BACKFILL_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$S3_STATE/port")"
     echo "export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY"
@@ -114,8 +123,8 @@ EOF
     local timeout="${BACKFILL_S3_TIMEOUT:-30}" deadline answered=""
     deadline=$(($(date +%s) + timeout))
     while true; do
-        if ! s3_running; then
-            die_with_logs "s3: weed exited during start-up" "$S3_LOG" "$S3_STATE/logs/weed.INFO"
+        if ! pid_alive "$(cat "$S3_STATE/weed.pid")"; then
+            fail_start "s3: weed exited during start-up" "$S3_LOG" "$S3_STATE/logs/weed.INFO"
         fi
         if [ -z "$answered" ] && port_answers "${ports[0]}"; then
             answered="$(( $(now_ms) - t0 ))"
@@ -124,8 +133,7 @@ EOF
             break
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
-            cmd_stop 2>/dev/null || true
-            die_with_logs "s3: no working S3 at 127.0.0.1:${ports[0]} within ${timeout}s (BACKFILL_S3_TIMEOUT); last probe error first" \
+            fail_start "s3: no working S3 at 127.0.0.1:${ports[0]} within ${timeout}s (BACKFILL_S3_TIMEOUT); last probe error first" \
                 "$S3_STATE/logs/probe.err" "$S3_LOG" "$S3_STATE/logs/weed.INFO"
         fi
         sleep 0.2

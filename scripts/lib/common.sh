@@ -27,6 +27,12 @@ die() {
 die_with_logs() {
     local msg="$1"; shift
     printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
+    show_logs "$@"
+    exit 1
+}
+
+# show_logs LOGFILE...: print the end of each log to stderr.
+show_logs() {
     local f
     for f in "$@"; do
         if [ -f "$f" ]; then
@@ -37,7 +43,6 @@ die_with_logs() {
             printf '%s: (log %s does not exist)\n' "$_bf_prog" "$f" >&2
         fi
     done
-    exit 1
 }
 
 need_cmd() {
@@ -125,6 +130,15 @@ pid_matches() {
     local pid="$1" marker="$2"
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"
+}
+
+# pid_alive PID: the process exists and is not a zombie (for a PID we just spawned;
+# its command line can read empty while it execs, so pid_matches would misjudge it).
+pid_alive() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
+    [ "$state" != Z ]
 }
 
 # stop_pid NAME PIDFILE MARKER [TIMEOUT_S]: TERM, wait, then KILL. Safe when not running.
