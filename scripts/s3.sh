@@ -94,6 +94,7 @@ cmd_start() {
     # s3, s3 grpc, master, master grpc, volume, volume grpc, filer, filer grpc, admin, admin grpc
     read -r -a ports <<<"$(free_ports 10 "${BACKFILL_S3_PORT:-8333}")"
     echo "${ports[0]}" >"$S3_STATE/port"
+    echo "${ports[*]}" >"$S3_STATE/ports"
     cat >"$S3_STATE/identities.json" <<EOF
 {
   "identities": [
@@ -146,6 +147,12 @@ cmd_stop() {
     local t0
     t0="$(now_ms)"
     stop_pid "s3 weed" "$S3_STATE/weed.pid" "$MARKER" "${BACKFILL_S3_STOP_TIMEOUT:-30}"
+    # weed puts gRPC unix sockets in /tmp, named by port, and leaves them behind when
+    # stopped early or killed: remove exactly ours.
+    local p
+    for p in $(cat "$S3_STATE/ports" 2>/dev/null); do
+        rm -f /tmp/seaweedfs-{admin,filer,master,s3,volume}-grpc-"$p".sock
+    done
     log "s3: stop took $(( $(now_ms) - t0 )) ms"
 }
 
