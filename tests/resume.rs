@@ -2,8 +2,7 @@
 //! the same store.
 
 use crate::common::*;
-use sha2::Digest;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,13 +29,6 @@ fn dataset(root: &Path, files: u64) {
             );
         }
     }
-}
-
-fn digests(dest: &Path) -> BTreeMap<String, String> {
-    objects(dest)
-        .into_iter()
-        .map(|(k, v)| (k, hex::encode(sha2::Sha256::digest(&v))))
-        .collect()
 }
 
 fn export_args<'a>(src: &'a Path, dest: &'a Path, report: &'a Path) -> Vec<&'a str> {

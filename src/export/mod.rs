@@ -486,7 +486,6 @@ impl Run<'_> {
             group: &g.id,
             selection: &g.selection,
             filter: self.opts.filter.as_ref().map(|f| &f.0),
-            xz_preset: self.opts.xz_preset,
             buffer_size: self.opts.buffer_size,
             piece_max: (self.opts.target_size / 8).max(1),
             on_progress: &on_progress,
@@ -505,6 +504,7 @@ impl Run<'_> {
             staging: self.staging,
             job: &self.job,
             target_size: self.opts.target_size,
+            xz_preset: self.opts.xz_preset,
             selection: &g.selection,
         };
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)

@@ -1,7 +1,7 @@
 //! One unit of work: a source file, or a byte range of a large SequenceFile split at
 //! sync markers. A unit reads its records, converts each, and stages the results as
-//! a single pieces file of independently compressed xz streams (one or more per
-//! partition, plus the error output), followed by its checkpoint manifest.
+//! a single pieces file of lz4 blocks (one or more per partition, plus the error
+//! output), followed by its checkpoint manifest.
 //!
 //! Memory is bounded by the buffer size whatever the number of partitions: when the
 //! buffered lines pass it, the largest partitions are compressed into pieces first.
@@ -61,8 +61,6 @@ pub struct UnitCtx<'a> {
     pub selection: &'a Selection,
     /// `--filter`.
     pub filter: Option<&'a Filter>,
-    /// xz preset of the pieces.
-    pub xz_preset: u32,
     /// Buffered bytes before pieces are cut.
     pub buffer_size: u64,
     /// Largest piece (uncompressed bytes).
@@ -94,7 +92,6 @@ struct Stager<'a> {
     total: u64,
     budget: u64,
     piece_max: u64,
-    preset: u32,
     compressed: Vec<u8>,
     _ctx: std::marker::PhantomData<&'a ()>,
 }
@@ -178,8 +175,9 @@ impl Stager<'_> {
     }
 
     fn write_piece(&mut self, kind: PieceKind, partition: &str, buf: &Buf) -> io::Result<()> {
-        self.compressed.clear();
-        compress_into(&buf.lines, self.preset, &mut self.compressed)?;
+        // lz4: staging is read back once, by assembly, which compresses each object
+        // as one xz stream; a fast codec keeps staging cheap in CPU and disk.
+        self.compressed = lz4_flex::block::compress_prepend_size(&buf.lines);
         self.writer.write_all(&self.compressed)?;
         self.hasher.update(&self.compressed);
         self.pieces.push(Piece {
@@ -207,16 +205,6 @@ impl Stager<'_> {
     }
 }
 
-/// Compresses `data` as one complete xz stream (CRC64, like `xz`).
-pub fn compress_into(data: &[u8], preset: u32, out: &mut Vec<u8>) -> io::Result<()> {
-    let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::Crc64)
-        .map_err(io::Error::other)?;
-    let mut enc = xz2::write::XzEncoder::new_stream(std::mem::take(out), stream);
-    enc.write_all(data)?;
-    *out = enc.finish()?;
-    Ok(())
-}
-
 /// Reads, converts and stages one unit; writes its pieces and then its manifest.
 /// Bad input is counted, never fatal; an `Err` is an operational failure (staging
 /// could not be written).
@@ -235,7 +223,6 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
         total: 0,
         budget: ctx.buffer_size,
         piece_max: ctx.piece_max.max(1),
-        preset: ctx.xz_preset,
         compressed: Vec::new(),
         _ctx: std::marker::PhantomData,
     };

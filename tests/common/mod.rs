@@ -200,6 +200,15 @@ pub fn objects(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// sha256 of every object under `root` (`_backfill/` skipped), by key.
+pub fn digests(root: &Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    objects(root)
+        .into_iter()
+        .map(|(k, v)| (k, hex::encode(sha2::Sha256::digest(&v))))
+        .collect()
+}
+
 /// Decodes one object into (doc id, json) lines.
 pub fn lines(bytes: &[u8]) -> Vec<(String, String)> {
     let r = open_object(bytes).unwrap();

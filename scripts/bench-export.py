@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Export benchmark: prints one table (BENCHMARKS.md explains what is judged).
+
+  scripts/bench-export.py [--records-per-file N] [--files-per-day N] [--no-10x]
+
+Generates realistic legacy data with backfill-gen (seeded, cached under
+$BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
+  * export --jobs 1 and --jobs 2 at --xz-preset 1: wall, user+sys CPU, input MB/s,
+    records/s, peak RSS;
+  * `xz -1 -T1` compressing the export's own output (objects decompressed and
+    concatenated): its CPU time, and the ratio xz CPU / export CPU (goal >= 0.90);
+  * wall-time scaling jobs 1 -> 2 (goal: jobs 2 <= 1/1.8 of jobs 1);
+  * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB).
+Ratios, not absolute times, are comparable across runs: these machines are noisy.
+"""
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("BACKFILL_CACHE", os.path.expanduser("~/.cache/backfill"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BIN = os.path.join(TARGET, "release", "backfill")
+GEN = os.path.join(TARGET, "release", "backfill-gen")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def timed(cmd, stdout=subprocess.DEVNULL):
+    """Runs cmd under /usr/bin/time; returns (wall, cpu, maxrss_bytes)."""
+    fmt = "%e %U %S %M"
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        sh(["/usr/bin/time", "-o", tf.name, "-f", fmt] + cmd, stdout=stdout)
+        wall, user, sys_, rss = tf.read().split()[-4:]
+    return float(wall), float(user) + float(sys_), int(rss) * 1024
+
+
+def dataset(files_per_day, records_per_file, days="2013-10-01..2013-10-04"):
+    name = f"seed7-{days}-{files_per_day}x{records_per_file}"
+    path = os.path.join(CACHE, "bench", name)
+    if not os.path.exists(os.path.join(path, "expected.json")):
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        print(f"generating {name} ...", file=sys.stderr)
+        sh([GEN, path, "--seed", "7", "--days", days, "--files-per-day", str(files_per_day),
+            "--records-per-file", str(records_per_file), "--reject-rate", "0.02"], stdout=subprocess.DEVNULL)
+    return path
+
+
+def size_of(path):
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            if not f.startswith(("_", ".")) and f != "expected.json":
+                total += os.path.getsize(os.path.join(d, f))
+    return total
+
+
+def export(src, dest, jobs):
+    shutil.rmtree(dest, ignore_errors=True)
+    report = dest + ".report.json"
+    wall, cpu, rss = timed([BIN, "export", src, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1",
+                            "--report", report])
+    with open(report) as f:
+        rep = json.load(f)
+    return wall, cpu, rss, rep
+
+
+def objects(dest):
+    out = []
+    for d, dirs, files in os.walk(dest):
+        dirs[:] = [x for x in dirs if x != "_backfill"]
+        out += [os.path.join(d, f) for f in files if f.endswith(".xz")]
+    return sorted(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files-per-day", type=int, default=4)
+    ap.add_argument("--records-per-file", type=int, default=270)
+    ap.add_argument("--no-10x", action="store_true", help="skip the 10x peak-RSS run")
+    a = ap.parse_args()
+
+    sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
+    src = dataset(a.files_per_day, a.records_per_file)
+    in_bytes = size_of(src)
+    work = tempfile.mkdtemp(prefix="backfill-bench-")
+    try:
+        rows = {}
+        for jobs in (1, 2):
+            rows[jobs] = export(src, os.path.join(work, f"out{jobs}"), jobs)
+        records = rows[1][3]["records_in"]
+        # xz alone on the export's own output.
+        raw = os.path.join(work, "output.ndjson")
+        with open(raw, "wb") as f:
+            for o in objects(os.path.join(work, "out1")):
+                sh(["xz", "-dc", o], stdout=f)
+        out_bytes = os.path.getsize(raw)
+        xz_wall, xz_cpu, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
+        rss10 = None
+        if not a.no_10x:
+            big = dataset(a.files_per_day * 10, a.records_per_file)
+            _, _, rss10, rep10 = export(big, os.path.join(work, "out10x"), 2)
+            shutil.rmtree(os.path.join(work, "out10x"), ignore_errors=True)
+            big_bytes = size_of(big)
+
+        mb = in_bytes / 1e6
+        print()
+        print(f"input: {mb:.1f} MB, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
+              f"converted output {out_bytes / 1e6:.1f} MB")
+        print()
+        print(f"| run | wall s | CPU s (user+sys) | input MB/s (wall) | records/s | peak RSS MiB |")
+        print(f"|---|---|---|---|---|---|")
+        for jobs in (1, 2):
+            wall, cpu, rss, _ = rows[jobs]
+            print(f"| export --jobs {jobs} | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
+        print(f"| xz -1 -T1 on the export's output | {xz_wall:.2f} | {xz_cpu:.2f} | | | |")
+        if rss10 is not None:
+            print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | {rss10 / 2**20:.0f} |")
+        print()
+        ratio = xz_cpu / rows[1][1]
+        scaling = rows[2][0] / rows[1][0]
+        print(f"xz CPU / export CPU (jobs 1): {ratio:.2f}   (goal >= 0.90; old C++ 0.78, old Python 0.27)")
+        print(f"wall jobs 2 / jobs 1: {scaling:.2f}   (goal <= {1 / 1.8:.2f})")
+        if rss10 is not None:
+            print(f"peak RSS 10x / 1x (jobs 2): {rss10 / rows[2][2]:.2f}   (goal ~1.0, both < 512 MiB)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
