@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod gen;
 pub mod mappings_dir;
 pub mod source;
 pub mod store;
