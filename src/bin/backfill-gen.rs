@@ -313,6 +313,54 @@ mod tests {
         );
     }
 
+    /// The committed sample is exactly what the command in `samples/README.md` makes
+    /// (provenance fields of `expected.json` aside).
+    #[test]
+    fn committed_sample_matches_its_command() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("samples/README.md")).unwrap();
+        let line = readme
+            .lines()
+            .find(|l| l.contains("--bin backfill-gen -- "))
+            .expect("the command is in samples/README.md");
+        let mut words: Vec<String> = line
+            .split_once(" -- ")
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let sample = root.join(&words[0]);
+        let dir = tempfile::tempdir().unwrap();
+        words[0] = dir.path().join("out").to_string_lossy().into_owned();
+        let args = Args::parse_from(std::iter::once("backfill-gen".to_string()).chain(words));
+        run(&args).unwrap();
+        let (made, committed) = (read_tree(&dir.path().join("out")), read_tree(&sample));
+        let names = |t: &[(String, Vec<u8>)]| t.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&made), names(&committed));
+        for ((name, a), (_, b)) in made.iter().zip(&committed) {
+            if name == "expected.json" {
+                let strip = |bytes: &[u8]| {
+                    let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                    let o = v.as_object_mut().unwrap();
+                    o.remove("generator");
+                    o.remove("mappings");
+                    v
+                };
+                assert_eq!(
+                    strip(a),
+                    strip(b),
+                    "regenerate the sample (samples/README.md)"
+                );
+            } else {
+                assert!(
+                    a == b,
+                    "{name} differs: regenerate the sample (samples/README.md)"
+                );
+            }
+        }
+    }
+
     fn read_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut stack = vec![root.to_path_buf()];
