@@ -171,7 +171,7 @@ impl Default for GenOptions {
     fn default() -> Self {
         GenOptions {
             reject_rates: RejectRates::default(),
-            histograms: 200,
+            histograms: 210,
             neighbour_day_rate: 0.005,
             gzip_rate: 0.1,
             duplicate_rate: 0.002,

@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 0.02, value_parser = parse_share)]
     reject_rate: f64,
     /// Mean number of histograms per payload.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = GenOptions::default().histograms)]
     histograms: usize,
     /// Write into a non-empty OUT_DIR, overwriting files (others are left alone).
     #[arg(long)]

@@ -341,7 +341,7 @@ impl<'d> Catalog<'d> {
         let startup = total / 9;
         let base = (total - startup).min(self.names.len());
         let startup = total - base;
-        let mut picked = sample_indices(rng, self.names.len(), base);
+        let mut picked = self.pick_present(rng, base);
         picked.sort_unstable();
         // (name, definition, is a STARTUP_ copy)
         let mut list: Vec<(&str, &HistDef, bool)> = Vec::with_capacity(total);
@@ -398,6 +398,23 @@ impl<'d> Catalog<'d> {
         out.push_str("},");
     }
 
+    /// `k` distinct definitions (indices into `names`), each chosen with its
+    /// [`presence`] weight (Efraimidis–Spirakis: the `k` largest `u^(1/w)`).
+    fn pick_present(&self, rng: &mut Rng, k: usize) -> Vec<usize> {
+        let mut keyed: Vec<(f64, usize)> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| (rng.f64().powf(1.0 / presence(name)), i))
+            .collect();
+        let k = k.min(keyed.len());
+        if k < keyed.len() {
+            keyed.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+        }
+        keyed.truncate(k);
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
     /// `"addonHistograms":{...},` — usually empty, sometimes one add-on's histogram.
     fn addon_histograms(&self, rng: &mut Rng, out: &mut String) {
         out.push_str("\"addonHistograms\":{");
@@ -411,6 +428,24 @@ impl<'d> Catalog<'d> {
         }
         out.push_str("},");
     }
+}
+
+/// How likely histogram `name` is to have data in a session, as a weight in (0, 1]:
+/// memory reporters are in every ping, developer-tools timings in few, the rest
+/// spread by a stable hash of the name (so the same histograms are common in every
+/// data set). This sets the mix of bucket counts, hence the converted size: the
+/// 1000-bucket definitions are mostly `DEVTOOLS_*` and `MEMORY_*`.
+fn presence(name: &str) -> f64 {
+    if name.starts_with("MEMORY_") {
+        return 1.0;
+    }
+    if name.starts_with("DEVTOOLS_") {
+        return 0.02;
+    }
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    0.1 + 0.9 * (super::rng::mix64(h) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `k` distinct indices of `0..n`, in random order (partial Fisher–Yates).
@@ -491,7 +526,7 @@ fn histogram(
         }
         _ => {
             // A run of buckets around a mode, low buckets more likely, some gaps.
-            let width = (1 + rng.exp_int(if startup { 1.5 } else { 7.0 }) as usize).min(n);
+            let width = (1 + rng.exp_int(if startup { 1.5 } else { 12.0 }) as usize).min(n);
             let span = n - width;
             let start = if span == 0 {
                 0
