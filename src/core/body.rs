@@ -202,12 +202,15 @@ mod tests {
         std::fs::read(format!("{dir}{name}")).unwrap()
     }
 
+    /// Name, input, and the output or the error's beginning.
+    type Case<'a> = (&'a str, Vec<u8>, Result<&'a [u8], &'a str>);
+
     #[test]
     fn decode_body_rules() {
         let json = br#"{"ver":1}"#;
         let two = [gzip(b"ab"), gzip(b"cd")].concat();
         let padded = [gzip(json), vec![0; 7]].concat();
-        let table: Vec<(&str, Vec<u8>, Result<&[u8], &str>)> = vec![
+        let table: Vec<Case> = vec![
             ("plain stays", json.to_vec(), Ok(json)),
             ("empty stays", Vec::new(), Ok(b"")),
             ("lone 1f stays", vec![0x1f], Ok(&[0x1f])),
