@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod core;
 pub mod export;
+pub mod gen;
 pub mod mappings_dir;
 pub mod source;
 pub mod store;
