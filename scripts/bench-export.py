@@ -38,7 +38,7 @@ def timed(cmd, stdout=subprocess.DEVNULL):
 def dataset(files_per_day, records_per_file, days="2013-10-01..2013-10-04"):
     name = f"seed7-{days}-{files_per_day}x{records_per_file}"
     path = os.path.join(CACHE, "bench", name)
-    if not os.path.exists(os.path.join(path, "expected.json")):
+    if not os.path.exists(os.path.join(path, "_expected.json")):
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         print(f"generating {name} ...", file=sys.stderr)
@@ -51,7 +51,7 @@ def size_of(path):
     total = 0
     for d, _, files in os.walk(path):
         for f in files:
-            if not f.startswith(("_", ".")) and f != "expected.json":
+            if not f.startswith(("_", ".")):
                 total += os.path.getsize(os.path.join(d, f))
     return total
 

@@ -610,7 +610,7 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     z.finish().expect("writing to memory")
 }
 
-/// Intended counts over a set of generated records, for `expected.json`.
+/// Intended counts over a set of generated records, for `_expected.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     /// All records.

@@ -480,3 +480,42 @@ fn usage_errors_exit_2_and_help_explains() {
         missing.stderr
     );
 }
+
+#[test]
+fn sample_dataset_gives_the_counts_its_generator_intended() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/legacy");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("_expected.json")).unwrap()).unwrap();
+    let t = tmp();
+    let dest = t.path().join("dest");
+    let (out, rep) = export(&root, &dest, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["records_in"], expected["records"]);
+    assert_eq!(rep["records_out"], expected["ok"]);
+    assert_eq!(rep["records_error"], expected["rejected"]);
+    assert_eq!(rep["bytes_in"], expected["bytes"]);
+    let want_reasons: BTreeMap<String, u64> =
+        serde_json::from_value::<BTreeMap<String, u64>>(expected["by_reason"].clone())
+            .unwrap()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+    let got_reasons: BTreeMap<String, u64> =
+        serde_json::from_value(rep["errors_by_reason"].clone()).unwrap();
+    assert_eq!(got_reasons, want_reasons);
+    let dropped: u64 = rep["histograms_dropped"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(dropped, expected["histograms_dropped"].as_u64().unwrap());
+    // Records per partition, read back from the objects.
+    let mut per: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, v) in objects(&dest) {
+        *per.entry(partition_of(&k)).or_default() += lines(&v).len() as u64;
+    }
+    let want: BTreeMap<String, u64> =
+        serde_json::from_value(expected["partitions"].clone()).unwrap();
+    assert_eq!(per, want);
+}

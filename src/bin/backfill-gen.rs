@@ -1,6 +1,6 @@
 //! `backfill-gen`: writes a synthetic legacy Telemetry store — the old HDFS layout
 //! `OUT_DIR/data/telemetry/yyyy/MM/dd/part-m-NNNNN` of SequenceFiles (Text, Text) or
-//! text dumps, with `_SUCCESS` markers — and `OUT_DIR/expected.json`, the counts the
+//! text dumps, with `_SUCCESS` markers — and `OUT_DIR/_expected.json`, the counts the
 //! tool must report for it. The same arguments always give the same bytes.
 //!
 //! The records come from `backfill::gen`; this binary only parses arguments and writes
@@ -188,7 +188,7 @@ fn run(args: &Args) -> Result<String> {
         "partition_count": t.partitions.len(),
         "partitions": t.partitions,
     });
-    let path = args.out_dir.join("expected.json");
+    let path = args.out_dir.join("_expected.json");
     let mut text = serde_json::to_string_pretty(&expected)?;
     text.push('\n');
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -296,16 +296,16 @@ mod tests {
         assert_eq!(
             names,
             [
+                "_expected.json",
                 "data/telemetry/2013/10/01/_SUCCESS",
                 "data/telemetry/2013/10/01/part-m-00000",
                 "data/telemetry/2013/10/01/part-m-00001",
                 "data/telemetry/2013/10/02/_SUCCESS",
                 "data/telemetry/2013/10/02/part-m-00000",
                 "data/telemetry/2013/10/02/part-m-00001",
-                "expected.json",
             ]
         );
-        let expected: serde_json::Value = serde_json::from_slice(&trees[0][6].1).unwrap();
+        let expected: serde_json::Value = serde_json::from_slice(&trees[0][0].1).unwrap();
         assert_eq!(expected["records"], 32);
         assert_eq!(
             expected["ok"].as_u64().unwrap() + expected["rejected"].as_u64().unwrap(),
@@ -314,7 +314,7 @@ mod tests {
     }
 
     /// The committed sample is exactly what the command in `samples/README.md` makes
-    /// (provenance fields of `expected.json` aside).
+    /// (provenance fields of `_expected.json` aside).
     #[test]
     fn committed_sample_matches_its_command() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -339,7 +339,7 @@ mod tests {
         let names = |t: &[(String, Vec<u8>)]| t.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
         assert_eq!(names(&made), names(&committed));
         for ((name, a), (_, b)) in made.iter().zip(&committed) {
-            if name == "expected.json" {
+            if name == "_expected.json" {
                 let strip = |bytes: &[u8]| {
                     let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
                     let o = v.as_object_mut().unwrap();
