@@ -13,7 +13,7 @@ use super::manifest::{
     UnitManifest, UnitRef, FORMAT,
 };
 use super::plan::Selection;
-use crate::store::{ObjectWriter, Store};
+use crate::store::{ObjectWriter, Pending, Store};
 use rayon::prelude::*;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ fn write_objects(
     partition: &str,
     pieces: &[PieceRef<'_>],
     key_for: &dyn Fn(usize) -> String,
-) -> io::Result<Vec<ObjectEntry>> {
+) -> io::Result<Vec<(ObjectEntry, Option<Pending>)>> {
     let mut groups: Vec<&[PieceRef<'_>]> = Vec::new();
     let mut start = 0;
     let mut raw = 0;
@@ -153,15 +153,16 @@ fn write_objects(
         }
         let writer = enc.finish()?;
         let sha256 = hex::encode(writer.hasher.finalize());
-        let bytes = writer.inner.commit()?;
-        out.push(ObjectEntry {
+        let (bytes, pending) = writer.inner.finish()?;
+        let entry = ObjectEntry {
             key,
             partition: partition.to_string(),
             records: group.iter().map(|p| p.records).sum(),
             bytes,
             raw_bytes: raw,
             sha256,
-        });
+        };
+        out.push((entry, pending));
     }
     Ok(out)
 }
@@ -195,7 +196,7 @@ pub fn assemble(
         }
     }
     let parts: Vec<(&str, Vec<PieceRef<'_>>)> = by_partition.into_iter().collect();
-    let objects: Vec<Vec<ObjectEntry>> = parts
+    let objects: Vec<Vec<(ObjectEntry, Option<Pending>)>> = parts
         .par_iter()
         .map(|(partition, pieces)| {
             write_objects(ctx, partition, pieces, &|n| {
@@ -205,6 +206,20 @@ pub fn assemble(
         .collect::<io::Result<_>>()?;
     let errors_base = format!("{}{group}", errors_prefix(ctx.job));
     let errors = write_objects(ctx, "", &errors, &|n| format!("{errors_base}-{n}.jsonl.xz"))?;
+    // Every object of the group becomes visible at once, durably, before the
+    // manifest that commits them.
+    let mut pending = Vec::new();
+    let mut split = |v: Vec<(ObjectEntry, Option<Pending>)>| -> Vec<ObjectEntry> {
+        v.into_iter()
+            .map(|(e, p)| {
+                pending.extend(p);
+                e
+            })
+            .collect()
+    };
+    let objects: Vec<ObjectEntry> = objects.into_iter().flat_map(&mut split).collect();
+    let errors = split(errors);
+    ctx.dest.publish(pending)?;
     let manifest = GroupManifest {
         format: FORMAT.to_string(),
         job: ctx.job.to_string(),
@@ -219,7 +234,7 @@ pub fn assemble(
                 end: u.end,
             })
             .collect(),
-        objects: objects.into_iter().flatten().collect(),
+        objects,
         errors,
         stats,
         staged_bytes,

@@ -76,6 +76,55 @@ impl ObjectWriter for LocalWriter {
         rename_durably(&self.tmp, &self.dest)?;
         Ok(self.written)
     }
+
+    fn finish(mut self: Box<Self>) -> io::Result<(u64, Option<PendingRename>)> {
+        let file = self.file.take().expect("finish once");
+        file.into_inner().map_err(|e| e.into_error())?;
+        let pending = PendingRename {
+            tmp: std::mem::take(&mut self.tmp),
+            dest: std::mem::take(&mut self.dest),
+            done: false,
+        };
+        Ok((self.written, Some(pending)))
+    }
+}
+
+/// A local object written to its temporary file and closed, waiting to be renamed
+/// over its key by [`Store::publish`]. Dropping it removes the temporary file.
+#[derive(Debug)]
+pub struct PendingRename {
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl PendingRename {
+    /// Renames it into place (no durability barrier: `publish` provides that).
+    pub fn rename(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingRename {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Flushes every dirty page of the file system holding `dir` (one barrier for a
+/// batch of files instead of an fsync each).
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir)?;
+    // SAFETY: syncfs takes a valid open descriptor, which `f` holds for the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for LocalWriter {
@@ -139,6 +188,18 @@ impl Store for LocalStore {
         walk(&self.root, &start, prefix, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn publish(&self, pending: Vec<PendingRename>) -> io::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Data first, then names: no key ever names bytes not yet on disk.
+        sync_filesystem(&self.root)?;
+        for p in pending {
+            p.rename()?;
+        }
+        sync_filesystem(&self.root)
     }
 
     fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {

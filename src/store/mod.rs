@@ -21,9 +21,19 @@ pub struct ObjectMeta {
 /// A streaming upload that publishes only on [`ObjectWriter::commit`]; dropping it
 /// without committing abandons the upload and leaves nothing under the key.
 pub trait ObjectWriter: Write + Send {
-    /// Makes the object visible under its key; returns its size in bytes.
+    /// Makes the object visible under its key, durably; returns its size in bytes.
     fn commit(self: Box<Self>) -> io::Result<u64>;
+    /// Finishes the bytes without necessarily publishing them: what is returned
+    /// still has to go through [`Store::publish`], which makes a whole batch visible
+    /// at once (one durability barrier for many objects instead of one each).
+    /// Stores whose commit is atomic and cheap publish here and return `None`.
+    fn finish(self: Box<Self>) -> io::Result<(u64, Option<Pending>)> {
+        self.commit().map(|n| (n, None))
+    }
 }
+
+/// A finished object not yet visible under its key; dropping it abandons it.
+pub type Pending = local::PendingRename;
 
 /// A place objects are written to and read back from.
 pub trait Store: Send + Sync {
@@ -57,6 +67,14 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
+    /// Makes finished objects visible, durably: every byte of every object is on
+    /// stable storage before any of them appears under its key.
+    fn publish(&self, pending: Vec<Pending>) -> io::Result<()> {
+        for p in pending {
+            p.rename()?;
+        }
+        Ok(())
+    }
     /// Removes writes that were started and never completed (left by a crash) for
     /// keys `owned` accepts; returns how many. Writes still in progress elsewhere are
     /// left alone.
@@ -120,6 +138,20 @@ pub(crate) mod contract {
         w.write_all(b"x").unwrap();
         drop(w);
         assert_eq!(store.get("s/abandoned").unwrap(), None);
+
+        // batched publication: invisible until published
+        let mut pending = Vec::new();
+        for k in ["b/1", "b/2"] {
+            let mut w = store.create(k).unwrap();
+            w.write_all(k.as_bytes()).unwrap();
+            let (n, p) = w.finish().unwrap();
+            assert_eq!(n, 3);
+            pending.extend(p);
+        }
+        store.publish(pending).unwrap();
+        assert_eq!(store.get("b/2").unwrap().as_deref(), Some(&b"b/2"[..]));
+        store.delete("b/1").unwrap();
+        store.delete("b/2").unwrap();
 
         // ranges
         assert_eq!(store.read_range("s/obj", 2, 3).unwrap(), b"rt1");
