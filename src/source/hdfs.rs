@@ -350,6 +350,26 @@ fn hdfs_message(e: &HdfsError) -> String {
                 format!("{short}: {first}")
             }
         }
+        // hdfs-native prints every replica's full protobuf; their addresses suffice.
+        HdfsError::DataTransferError(msg) if msg.starts_with("All DataNodes failed") => {
+            let addrs: Vec<String> = msg
+                .split("ip_addr: \"")
+                .skip(1)
+                .map(|part| {
+                    let ip = part.split('"').next().unwrap_or_default();
+                    let port = part
+                        .split("xfer_port: ")
+                        .nth(1)
+                        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                        .unwrap_or_default();
+                    format!("{ip}:{port}")
+                })
+                .collect();
+            format!(
+                "no DataNode could serve the block (tried: {})",
+                addrs.join(", ")
+            )
+        }
         other => other.to_string(),
     }
 }
@@ -957,6 +977,11 @@ mod tests {
         assert_eq!(e.into_io("f".into(), 1).kind(), io::ErrorKind::NotFound);
         let e = Failure::Hdfs(rpc_msg("a.B", "a.B: denied"));
         assert_eq!(e.to_string(), "B: denied");
+        let dn = r#"All DataNodes failed: [DatanodeInfoProto { id: DatanodeIdProto { ip_addr: "10.0.0.7", host_name: "dn7", xfer_port: 50010, info_port: 1 } }, DatanodeInfoProto { id: DatanodeIdProto { ip_addr: "10.0.0.8", xfer_port: 1004 } }]"#;
+        assert_eq!(
+            Failure::Hdfs(HdfsError::DataTransferError(dn.into())).to_string(),
+            "no DataNode could serve the block (tried: 10.0.0.7:50010, 10.0.0.8:1004)"
+        );
         assert!(Failure::Timeout(3).transient());
         assert!(Failure::Short { got: 1, want: 2 }.transient());
         assert!(!Failure::Changed { was: 1, now: 2 }.transient());
