@@ -33,6 +33,10 @@ const HADOOP_WRITTEN: &str = "2013/10/14/part-r-00000";
 struct Fixture {
     /// `hdfs://127.0.0.1:PORT/it-PID/data/telemetry`
     url: String,
+    /// `hdfs://127.0.0.1:PORT/it-PID`
+    top: String,
+    /// `/it-PID`
+    top_path: String,
     /// Local copies of what was put, by relative path.
     local: Vec<(String, PathBuf)>,
     _tmp: tempfile::TempDir,
@@ -118,6 +122,13 @@ fn fixture() -> &'static Fixture {
         place("2013/10/11/_logs/history/job_1_conf.xml", b"<conf/>");
         place("_temporary/0/part-m-00000", b"partial");
         std::fs::create_dir_all(root.join("2013/10/13")).unwrap();
+        // For the unreadable-folder test, beside the telemetry tree.
+        let walkfault = tmp.path().join(&top).join("walkfault");
+        for d in ["a", "c"] {
+            std::fs::create_dir_all(walkfault.join(d)).unwrap();
+            std::fs::write(walkfault.join(d).join("f"), d).unwrap();
+        }
+        std::fs::create_dir_all(walkfault.join("b/inner")).unwrap();
         let mut tsv = Vec::new();
         let records = std::fs::read(Path::new(FIXTURES).join("records.tsv")).unwrap();
         for _ in 0..REPEAT {
@@ -160,6 +171,8 @@ fn fixture() -> &'static Fixture {
         });
         Fixture {
             url: format!("{base}/{top}/data/telemetry"),
+            top: format!("{base}/{top}"),
+            top_path: format!("/{top}"),
             local,
             _tmp: tmp,
         }
@@ -257,6 +270,46 @@ fn walk_lists_folder_by_folder_sorted_and_skips_hidden() {
         .collect();
     assert_eq!(dirs, ["10", "11", "12", "14"]);
     assert_eq!(read_all(&sub, "10/part-m-00000"), read_all(&src, PUT[0].0));
+}
+
+#[test]
+fn walk_reports_a_folder_it_cannot_list_and_goes_on() {
+    let _s = shared();
+    let f = fixture();
+    let src = HdfsSource::from_url(&format!("{}/walkfault", f.top), &opts(8 << 20)).unwrap();
+    // Folder `b` is listed by its parent, then removed before the walk reaches it.
+    let b = format!("{}/walkfault/b", f.top_path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = hdfs_native::ClientBuilder::new()
+        .with_url(server())
+        .build()
+        .unwrap();
+    let mut items = Vec::new();
+    src.walk(&mut |i| {
+        if matches!(&i, WalkItem::Folder { dir, .. } if dir == "a") {
+            assert!(rt.block_on(client.delete(&b, true)).unwrap(), "delete {b}");
+        }
+        items.push(i);
+        true
+    })
+    .unwrap();
+    let file = |d: &str| WalkItem::Folder {
+        dir: d.into(),
+        files: vec![FileEntry {
+            path: format!("{d}/f"),
+            size: 1,
+        }],
+    };
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert_eq!(items[0], file("a"));
+    match &items[1] {
+        WalkItem::Unreadable { path, error } => {
+            assert_eq!(path, "b");
+            assert!(error.contains(&format!("{}/walkfault/b", f.top)), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(items[2], file("c"));
 }
 
 #[test]
