@@ -104,12 +104,15 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 fn parse_read_size(s: &str) -> Result<u64, String> {
-    let v = crate::cli::parse_size(s)?;
+    check_read_size(crate::cli::parse_size(s)?).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn check_read_size(v: u64) -> Result<u64, String> {
     if (MIN_READ_SIZE..=MAX_READ_SIZE).contains(&v) {
         Ok(v)
     } else {
         Err(format!(
-            "{s:?}: the read size must be between {} KiB and {} MiB",
+            "the HDFS read size must be between {} KiB and {} MiB",
             MIN_READ_SIZE >> 10,
             MAX_READ_SIZE >> 20
         ))
@@ -504,7 +507,7 @@ impl HdfsSource {
     pub fn from_url(url: &str, opts: &HdfsOptions) -> io::Result<HdfsSource> {
         let url =
             HdfsUrl::parse(url).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let read_size = parse_read_size(&opts.hdfs_read_size.to_string())
+        let read_size = check_read_size(opts.hdfs_read_size)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             as usize;
         let timeout = Duration::from_secs(opts.hdfs_timeout.max(1));
@@ -1084,5 +1087,11 @@ mod tests {
     fn bad_urls_fail_before_any_connection() {
         let e = HdfsSource::from_url("s3://b/x", &HdfsOptions::default()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let tiny = HdfsOptions {
+            hdfs_read_size: 100,
+            ..HdfsOptions::default()
+        };
+        let e = HdfsSource::from_url("hdfs://127.0.0.1:1/x", &tiny).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 }
