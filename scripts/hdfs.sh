@@ -8,6 +8,10 @@
 #   scripts/hdfs.sh status   exit 0 when running (prints pids, port, RSS), 3 when not
 #   scripts/hdfs.sh env      print `export BACKFILL_TEST_HDFS=hdfs://127.0.0.1:PORT` and
 #                            `export HADOOP_CONF_DIR=...`
+#   scripts/hdfs.sh datanode-stop    stop only the DataNode (fault tests: reads must fail
+#                                    or recover, never come back short)
+#   scripts/hdfs.sh datanode-start   start it again on the same data and wait until it
+#                                    has re-registered and reported its blocks
 #
 # Env: BACKFILL_STATE (default /tmp/backfill-test), BACKFILL_CACHE, BACKFILL_HDFS_PORT
 # (preferred RPC port, default 9000; a free one is picked when it is taken),
@@ -24,7 +28,7 @@ NN_LOG="$HDFS_STATE/logs/namenode.log"
 DN_LOG="$HDFS_STATE/logs/datanode.log"
 MARKER="-Dbackfill.hdfs=$HDFS_STATE"
 
-usage() { die "usage: $0 start|stop|status|env"; }
+usage() { die "usage: $0 start|stop|status|env|datanode-stop|datanode-start"; }
 
 write_conf() {
     local port="$1" http_port="$2"
@@ -120,8 +124,7 @@ cmd_start() {
 
     daemon_cmd org.apache.hadoop.hdfs.server.namenode.NameNode
     spawn_daemon "$NN_LOG" "${CMD[@]}" >"$HDFS_STATE/namenode.pid"
-    daemon_cmd org.apache.hadoop.hdfs.server.datanode.DataNode
-    spawn_daemon "$DN_LOG" "${CMD[@]}" >"$HDFS_STATE/datanode.pid"
+    spawn_datanode
     log "hdfs: NameNode pid $(cat "$HDFS_STATE/namenode.pid"), DataNode pid $(cat "$HDFS_STATE/datanode.pid"), RPC 127.0.0.1:$port; waiting for the first block report"
 
     local timeout="${BACKFILL_HDFS_TIMEOUT:-60}" deadline
@@ -140,6 +143,41 @@ cmd_start() {
     done
     log "hdfs: ready at hdfs://127.0.0.1:$port in $(( $(now_ms) - t0 )) ms (logs in $HDFS_STATE/logs)"
     print_env
+}
+
+spawn_datanode() {
+    daemon_cmd org.apache.hadoop.hdfs.server.datanode.DataNode
+    spawn_daemon "$DN_LOG" "${CMD[@]}" >"$HDFS_STATE/datanode.pid"
+}
+
+cmd_datanode_stop() {
+    # A fault test that stops nothing would prove nothing: not running is an error.
+    pid_matches "$(cat "$HDFS_STATE/datanode.pid" 2>/dev/null || true)" "$MARKER" \
+        || die "hdfs: no DataNode running (state $HDFS_STATE); is BACKFILL_STATE the one the server was started with?"
+    stop_pid "hdfs datanode" "$HDFS_STATE/datanode.pid" "$MARKER" 30
+}
+
+# Same data dir, new ports (they are 0): the NameNode learns them from the new
+# registration, so clients must ask it again where the blocks are.
+cmd_datanode_start() {
+    JAVA_HOME_HDFS="$(java_home)"
+    local nn t0
+    nn="$(cat "$HDFS_STATE/namenode.pid" 2>/dev/null || true)"
+    pid_matches "$nn" "$MARKER" || die "hdfs: the NameNode is not running (state $HDFS_STATE)"
+    if pid_matches "$(cat "$HDFS_STATE/datanode.pid" 2>/dev/null || true)" "$MARKER"; then
+        log "hdfs: DataNode already running"
+        return 0
+    fi
+    t0="$(now_ms)"
+    spawn_datanode
+    local timeout="${BACKFILL_HDFS_TIMEOUT:-60}" deadline
+    deadline=$(($(date +%s) + timeout))
+    while ! grep -q "Successfully sent block report" "$DN_LOG" 2>/dev/null; do
+        pid_alive "$(cat "$HDFS_STATE/datanode.pid")" || die_with_logs "hdfs: the DataNode exited during start-up" "$DN_LOG"
+        [ "$(date +%s)" -lt "$deadline" ] || die_with_logs "hdfs: DataNode not ready within ${timeout}s" "$DN_LOG"
+        sleep 0.2
+    done
+    log "hdfs: DataNode pid $(cat "$HDFS_STATE/datanode.pid") ready in $(( $(now_ms) - t0 )) ms"
 }
 
 cmd_stop() {
@@ -171,5 +209,7 @@ case "${1:-}" in
     stop) cmd_stop ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    datanode-stop) cmd_datanode_stop ;;
+    datanode-start) cmd_datanode_start ;;
     *) usage ;;
 esac

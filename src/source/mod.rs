@@ -1,7 +1,8 @@
-//! Legacy sources: where the historic files are read from (a local directory now;
-//! HDFS beside it). A source lists files folder by folder, in a fixed order, and
+//! Legacy sources: where the historic files are read from (a local directory or
+//! file, or HDFS). A source lists files folder by folder, in a fixed order, and
 //! opens one file for seekable reads; it knows nothing of formats or records.
 
+pub mod hdfs;
 pub mod local;
 
 use std::io::{self, Read, Seek};
