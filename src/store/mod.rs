@@ -8,6 +8,7 @@
 #[doc(hidden)]
 pub mod contract;
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Write};
 
