@@ -448,7 +448,7 @@ fn s3_faults_outlasting_the_retries_fail_clearly_and_leave_nothing() {
     assert!(msg.contains("SlowDown") && msg.contains("503"), "{msg}");
     assert!(msg.contains(&proxy.url()), "{msg}");
 
-    // Part 2 always fails; parts 1 and 3 land.
+    // Every part fails: the first attempt is cut, then it is 500s all the way.
     proxy.fault(Req::UploadPart, Fault::CutRequest(100), 1);
     proxy.fault(Req::UploadPart, Fault::Status(500, "InternalError"), 1000);
     let err = write_streaming(&s, "big.xz", &data(12 * MIB)).unwrap_err();

@@ -225,33 +225,65 @@ fn handle(
         }
         fault
     };
+    let mut part = PartInFlight(if req == Req::UploadPart {
+        Some(state)
+    } else {
+        None
+    });
     let result = serve(
         &mut client,
         upstream,
         &new_head,
         &mut early_body,
         content_length,
-        req,
         fault,
-        state,
+        &mut part,
     );
-    if req == Req::UploadPart {
-        state.0.lock().unwrap().parts_in_flight -= 1;
-    }
+    drop(part);
     let _ = client.shutdown(Shutdown::Both);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Counts a part as in flight until it is answered (or failed): dropped just
+/// before the answer goes out, so the client's next part, which may start the
+/// moment it has the answer, never overlaps with this one in the count.
+struct PartInFlight<'a>(Option<&'a (Mutex<State>, Condvar)>);
+
+impl PartInFlight<'_> {
+    /// Holds the answer until the gate is open, then stops counting the part.
+    fn answered(&mut self) {
+        if let Some((lock, cvar)) = self.0 {
+            let s = lock.lock().unwrap();
+            let _ = cvar
+                .wait_timeout_while(s, Duration::from_secs(20), |s| {
+                    s.max_parts_in_flight < s.gate
+                })
+                .unwrap();
+        }
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some((lock, _)) = self.0.take() {
+            lock.lock().unwrap().parts_in_flight -= 1;
+        }
+    }
+}
+
+impl Drop for PartInFlight<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 fn serve(
     client: &mut TcpStream,
     upstream: SocketAddr,
     head: &str,
     early_body: &mut Vec<u8>,
     content_length: Option<usize>,
-    req: Req,
     fault: Option<Fault>,
-    state: &(Mutex<State>, Condvar),
+    part: &mut PartInFlight,
 ) -> io::Result<()> {
     if let Some(Fault::Status(status, code)) = fault {
         // Take the whole body first, as a server would, so the client sees a clean
@@ -332,20 +364,13 @@ fn serve(
     match fault {
         Some(Fault::DropResponse) => return Ok(()),
         Some(Fault::CutResponse(n)) => {
+            part.end();
             client.write_all(&answer[..n.min(answer.len())])?;
             return client.flush();
         }
         _ => {}
     }
-    if req == Req::UploadPart {
-        let (lock, cvar) = state;
-        let s = lock.lock().unwrap();
-        let _ = cvar
-            .wait_timeout_while(s, Duration::from_secs(20), |s| {
-                s.max_parts_in_flight < s.gate
-            })
-            .unwrap();
-    }
+    part.answered();
     client.write_all(&answer)?;
     client.flush()
 }
