@@ -305,7 +305,11 @@ fn s3_objects_carry_metadata_content_type_storage_class_and_encryption() {
         multipart_threshold: 5 * MIB as u64,
         ..opts(&e.endpoint)
     };
-    let s = store(&format!("s3://{bucket}/m"), &o);
+    // Made with other metadata first, as a caller that learns the job later would.
+    let s = S3Store::from_url(&format!("s3://{bucket}/m"), &o, BTreeMap::new())
+        .unwrap()
+        .with_metadata(metadata())
+        .unwrap();
     s.put("_backfill/jobs/j.json", b"{\"a\":1}").unwrap();
     write_streaming(&s, "a/b.v2.log.j-0-0.xz", &data(11 * MIB)).unwrap();
     s.put("plain", b"x").unwrap();

@@ -333,8 +333,8 @@ struct Shared {
     multipart_threshold: usize,
     parts_in_flight: usize,
     retries: u32,
-    requests: Semaphore,
-    write_rate: Option<WriteRate>,
+    requests: Arc<Semaphore>,
+    write_rate: Option<Arc<WriteRate>>,
 }
 
 impl Shared {
@@ -561,8 +561,8 @@ impl S3Store {
             multipart_threshold: opts.multipart_threshold as usize,
             parts_in_flight: opts.parts_in_flight,
             retries: opts.s3_retries,
-            requests: Semaphore::new(opts.max_requests),
-            write_rate: opts.max_write_rate.map(WriteRate::new),
+            requests: Arc::new(Semaphore::new(opts.max_requests)),
+            write_rate: opts.max_write_rate.map(|r| Arc::new(WriteRate::new(r))),
         };
         Ok(S3Store {
             shared: Arc::new(shared),
@@ -586,6 +586,33 @@ impl S3Store {
             };
             let e = s.error("bucket check of", "", None, f);
             io::Error::new(e.kind(), format!("{why}{e}"))
+        })
+    }
+
+    /// The same store, writing `metadata` on its objects instead; it shares the
+    /// client, the runtime and the limits with `self`.
+    pub fn with_metadata(&self, metadata: BTreeMap<String, String>) -> io::Result<S3Store> {
+        check_metadata(&metadata)?;
+        let s = &self.shared;
+        let shared = Shared {
+            client: s.client.clone(),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            endpoint: s.endpoint.clone(),
+            storage_class: s.storage_class.clone(),
+            sse: s.sse.clone(),
+            sse_kms_key_id: s.sse_kms_key_id.clone(),
+            metadata: metadata.into_iter().collect(),
+            part_size: s.part_size,
+            multipart_threshold: s.multipart_threshold,
+            parts_in_flight: s.parts_in_flight,
+            retries: s.retries,
+            requests: Arc::clone(&s.requests),
+            write_rate: s.write_rate.clone(),
+        };
+        Ok(S3Store {
+            shared: Arc::new(shared),
+            rt: Arc::clone(&self.rt),
         })
     }
 
