@@ -6,3 +6,4 @@ mod common;
 mod export;
 mod hdfs;
 mod resume;
+mod s3;

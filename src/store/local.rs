@@ -306,7 +306,7 @@ mod tests {
     fn contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("dest")).unwrap();
-        super::super::contract::run(&store);
+        crate::store::contract::run(&store);
     }
 
     #[test]
