@@ -154,7 +154,7 @@ impl S3Writer {
         Ok(())
     }
 
-    fn finish(&mut self) -> io::Result<u64> {
+    fn complete(&mut self) -> io::Result<u64> {
         let Some(_) = self.upload else {
             let body = std::mem::take(&mut self.buf).freeze();
             self.rt
@@ -203,7 +203,7 @@ impl ObjectWriter for S3Writer {
     fn commit(mut self: Box<Self>) -> io::Result<u64> {
         self.check_failed()?;
         // On an error, dropping `self` aborts the upload.
-        self.finish().map_err(|e| self.fail(e))
+        self.complete().map_err(|e| self.fail(e))
     }
 }
 
