@@ -35,15 +35,16 @@ def timed(cmd, stdout=subprocess.DEVNULL):
     return float(wall), float(user) + float(sys_), int(rss) * 1024
 
 
-def dataset(files_per_day, records_per_file, days="2013-10-01..2013-10-04"):
-    name = f"seed7-{days}-{files_per_day}x{records_per_file}"
+def dataset(files_per_day, records_per_file, codec, days="2013-10-01..2013-10-04"):
+    name = f"seed7-{days}-{files_per_day}x{records_per_file}-{codec}"
     path = os.path.join(CACHE, "bench", name)
     if not os.path.exists(os.path.join(path, "_expected.json")):
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         print(f"generating {name} ...", file=sys.stderr)
         sh([GEN, path, "--seed", "7", "--days", days, "--files-per-day", str(files_per_day),
-            "--records-per-file", str(records_per_file), "--reject-rate", "0.02"], stdout=subprocess.DEVNULL)
+            "--records-per-file", str(records_per_file), "--reject-rate", "0.02", "--codec", codec],
+           stdout=subprocess.DEVNULL)
     return path
 
 
@@ -78,11 +79,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files-per-day", type=int, default=4)
     ap.add_argument("--records-per-file", type=int, default=270)
+    ap.add_argument("--codec", default="none", choices=["none", "default", "gzip", "bzip2", "snappy"],
+                    help="SequenceFile codec of the input (none: the input MB are JSON MB, as in BENCHMARKS.md)")
     ap.add_argument("--no-10x", action="store_true", help="skip the 10x peak-RSS run")
     a = ap.parse_args()
 
     sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
-    src = dataset(a.files_per_day, a.records_per_file)
+    src = dataset(a.files_per_day, a.records_per_file, a.codec)
     in_bytes = size_of(src)
     work = tempfile.mkdtemp(prefix="backfill-bench-")
     try:
@@ -99,14 +102,14 @@ def main():
         xz_wall, xz_cpu, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
         rss10 = None
         if not a.no_10x:
-            big = dataset(a.files_per_day * 10, a.records_per_file)
+            big = dataset(a.files_per_day * 10, a.records_per_file, a.codec)
             _, _, rss10, rep10 = export(big, os.path.join(work, "out10x"), 2)
             shutil.rmtree(os.path.join(work, "out10x"), ignore_errors=True)
             big_bytes = size_of(big)
 
         mb = in_bytes / 1e6
         print()
-        print(f"input: {mb:.1f} MB, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
+        print(f"input ({a.codec} codec): {mb:.1f} MB stored, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
               f"converted output {out_bytes / 1e6:.1f} MB")
         print()
         print(f"| run | wall s | CPU s (user+sys) | input MB/s (wall) | records/s | peak RSS MiB |")

@@ -11,7 +11,9 @@ use crate::export::manifest::BOOKKEEPING;
 use crate::export::plan::DayWindow;
 use crate::export::{self, ExportOptions, Report};
 use crate::mappings_dir::DirMappings;
+use crate::source::hdfs::{HdfsOptions, HdfsSource};
 use crate::source::{local::LocalSource, Source};
+use crate::store::s3::{S3Options, S3Store};
 use crate::store::{local::LocalStore, Store};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -87,7 +89,7 @@ pub enum Command {
     /// `DEST/_backfill/errors/`. Rerunning the same command resumes: finished
     /// folders are skipped, and the output is byte-identical to an uninterrupted run.
     #[command(after_help = AFTER_HELP)]
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Show the error output of DEST: counts by reason, or the records of one reason.
     #[command(after_help = AFTER_HELP)]
     Errors(ErrorsArgs),
@@ -105,9 +107,11 @@ pub enum Command {
 /// `export` arguments.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Legacy data: a local directory or file (a path or `file://…`).
+    /// Legacy data: a local directory or file (a path or `file://…`), or HDFS
+    /// (`hdfs://namenode:port/data/telemetry`, `hdfs://nameservice/…` or `viewfs://…`
+    /// resolved from HADOOP_CONF_DIR).
     pub source: String,
-    /// Destination: a local directory (a path or `file://…`).
+    /// Destination: a local directory (a path or `file://…`) or `s3://bucket/prefix`.
     pub dest: String,
     /// Worker threads (default: all cores).
     #[arg(long, short = 'j', value_name = "N")]
@@ -156,6 +160,12 @@ pub struct ExportArgs {
     /// (resuming then needs the same machine).
     #[arg(long, value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
+    /// HDFS source settings.
+    #[command(flatten)]
+    pub hdfs: HdfsOptions,
+    /// S3 destination settings.
+    #[command(flatten)]
+    pub s3: S3Options,
 }
 
 /// `errors` arguments.
@@ -172,6 +182,9 @@ pub struct ErrorsArgs {
     /// Print at most N records.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// S3 settings, when DEST is `s3://…`.
+    #[command(flatten)]
+    pub s3: S3Options,
 }
 
 /// `status` arguments.
@@ -185,6 +198,9 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// S3 settings, when DEST is `s3://…`.
+    #[command(flatten)]
+    pub s3: S3Options,
 }
 
 /// `clean` arguments.
@@ -195,6 +211,9 @@ pub struct CleanArgs {
     /// Only this job id (default: every job in DEST).
     #[arg(long)]
     pub job: Option<String>,
+    /// S3 settings, when DEST is `s3://…`.
+    #[command(flatten)]
+    pub s3: S3Options,
 }
 
 /// Parses sizes like `500MB`, `64MiB`, `1G`, `1048576`.
@@ -239,6 +258,50 @@ fn local_path(arg: &str, what: &str) -> anyhow::Result<PathBuf> {
         bail!("{what} {arg:?}: {scheme}:// is not supported by this build (local directories and file:// only)");
     }
     Ok(PathBuf::from(arg))
+}
+
+/// Opens a destination: `s3://…` or a local directory. `metadata` goes on every
+/// object written (S3).
+pub fn open_store(
+    url: &str,
+    s3: &S3Options,
+    metadata: BTreeMap<String, String>,
+) -> anyhow::Result<Box<dyn Store>> {
+    if url.starts_with("s3://") {
+        let store =
+            S3Store::from_url(url, s3, metadata).with_context(|| format!("destination {url}"))?;
+        return Ok(Box::new(store));
+    }
+    let path = local_path(url, "destination")?;
+    Ok(Box::new(LocalStore::new(&path).with_context(|| {
+        format!("destination {}", path.display())
+    })?))
+}
+
+/// Opens an existing destination for reading its bookkeeping.
+fn open_existing(url: &str, s3: &S3Options) -> anyhow::Result<Box<dyn Store>> {
+    if !url.starts_with("s3://") {
+        let path = local_path(url, "destination")?;
+        anyhow::ensure!(
+            path.is_dir(),
+            "destination {} does not exist",
+            path.display()
+        );
+    }
+    open_store(url, s3, BTreeMap::new())
+}
+
+/// Opens a legacy source: `hdfs://…`, `viewfs://…` or a local path.
+pub fn open_source(url: &str, hdfs: &HdfsOptions) -> anyhow::Result<Box<dyn Source>> {
+    if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
+        return Ok(Box::new(
+            HdfsSource::from_url(url, hdfs).with_context(|| format!("source {url}"))?,
+        ));
+    }
+    let path = local_path(url, "source")?;
+    Ok(Box::new(
+        LocalSource::new(&path).with_context(|| format!("source {}", path.display()))?,
+    ))
 }
 
 fn load_mappings(dir: &Option<PathBuf>) -> anyhow::Result<Arc<Mappings>> {
@@ -334,8 +397,8 @@ fn run(cli: &Cli, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
         Some(Command::Errors(a)) => run_errors(a),
         Some(Command::Status(a)) => run_status(a),
         Some(Command::Clean(a)) => {
-            let dest = LocalStore::new(local_path(&a.dest, "destination")?)?;
-            let c = crate::export::status::clean(&dest, a.job.as_deref())?;
+            let dest = open_existing(&a.dest, &a.s3)?;
+            let c = crate::export::status::clean(dest.as_ref(), a.job.as_deref())?;
             println!(
                 "removed {} staged objects ({} bytes) and {} incomplete writes",
                 c.staged_objects, c.staged_bytes, c.incomplete
@@ -347,17 +410,19 @@ fn run(cli: &Cli, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
 
 fn run_export(cli: &Cli, a: &ExportArgs, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
     let mappings = load_mappings(&cli.mappings)?;
-    let source_path = local_path(&a.source, "source")?;
-    let source = LocalSource::new(&source_path)
-        .with_context(|| format!("source {}", source_path.display()))?;
-    let dest_path = local_path(&a.dest, "destination")?;
-    if let (Ok(s), Ok(d)) = (source_path.canonicalize(), dest_path.canonicalize()) {
-        if d.starts_with(&s) {
-            bail!(
-                "destination {} is inside the source {}: the export would read its own output",
-                d.display(),
-                s.display()
-            );
+    let source = open_source(&a.source, &a.hdfs)?;
+    if !a.source.contains("://") || a.source.starts_with("file://") {
+        if let (Ok(s), Ok(d)) = (
+            local_path(&a.source, "source")?.canonicalize(),
+            local_path(&a.dest, "destination").and_then(|p| Ok(p.canonicalize()?)),
+        ) {
+            if d.starts_with(&s) {
+                bail!(
+                    "destination {} is inside the source {}: the export would read its own output",
+                    d.display(),
+                    s.display()
+                );
+            }
         }
     }
     if let (Some(f), Some(t)) = (a.from, a.to) {
@@ -392,15 +457,25 @@ fn run_export(cli: &Cli, a: &ExportArgs, bar: &indicatif::ProgressBar) -> anyhow
         filter,
     };
     if a.dry_run {
-        return dry_run(&source, &opts, &mappings, a);
+        return dry_run(source.as_ref(), &opts, &mappings, a);
     }
-    let dest = LocalStore::new(&dest_path)
-        .with_context(|| format!("destination {}", dest_path.display()))?;
+    let metadata = BTreeMap::from([
+        (
+            "backfill-version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "mappings-version".to_string(),
+            mappings.version().to_string(),
+        ),
+        ("job".to_string(), export::job_spec(&opts, &mappings).id()),
+    ]);
+    let dest = open_store(&a.dest, &a.s3, metadata.clone())?;
     let staging: Box<dyn Store> = match &a.staging_dir {
         Some(d) => {
             Box::new(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
         }
-        None => Box::new(dest.clone()),
+        None => open_store(&a.dest, &a.s3, metadata)?,
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -417,8 +492,8 @@ fn run_export(cli: &Cli, a: &ExportArgs, bar: &indicatif::ProgressBar) -> anyhow
     tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "export starting");
     let (report, interrupted) = export::export(
         &mappings,
-        &source,
-        &dest,
+        source.as_ref(),
+        dest.as_ref(),
         staging.as_ref(),
         &opts,
         bar,
@@ -529,14 +604,8 @@ fn dry_run(
 }
 
 fn run_status(a: &StatusArgs) -> anyhow::Result<i32> {
-    let path = local_path(&a.dest, "destination")?;
-    anyhow::ensure!(
-        path.is_dir(),
-        "destination {} does not exist",
-        path.display()
-    );
-    let dest = LocalStore::new(path)?;
-    let jobs = crate::export::status::status(&dest, a.job.as_deref())?;
+    let dest = open_existing(&a.dest, &a.s3)?;
+    let jobs = crate::export::status::status(dest.as_ref(), a.job.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(EXIT_OK);
@@ -570,7 +639,7 @@ fn run_status(a: &StatusArgs) -> anyhow::Result<i32> {
 }
 
 fn run_errors(a: &ErrorsArgs) -> anyhow::Result<i32> {
-    let dest = LocalStore::new(local_path(&a.dest, "destination")?)?;
+    let dest = open_existing(&a.dest, &a.s3)?;
     let prefix = match &a.job {
         Some(j) => format!("{BOOKKEEPING}/errors/{j}/"),
         None => format!("{BOOKKEEPING}/errors/"),

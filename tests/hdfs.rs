@@ -45,7 +45,7 @@ struct Fixture {
 /// Serialises the fault test (it stops the DataNode) against every other test.
 static SERVER: RwLock<()> = RwLock::new(());
 
-fn shared() -> RwLockReadGuard<'static, ()> {
+pub(crate) fn shared() -> RwLockReadGuard<'static, ()> {
     SERVER.read().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -53,7 +53,7 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     SERVER.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn server() -> String {
+pub(crate) fn server() -> String {
     match std::env::var("BACKFILL_TEST_HDFS") {
         Ok(v) if !v.is_empty() => v,
         _ => panic!(
@@ -64,7 +64,7 @@ fn server() -> String {
 }
 
 /// Runs a script of `scripts/`, failing the test with its output when it fails.
-fn script(name: &str, args: &[&str]) -> Command {
+pub(crate) fn script(name: &str, args: &[&str]) -> Command {
     let mut c = Command::new(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("scripts")
@@ -74,7 +74,7 @@ fn script(name: &str, args: &[&str]) -> Command {
     c
 }
 
-fn check(mut c: Command) {
+pub(crate) fn check(mut c: Command) {
     let out = c.output().expect("run a script");
     assert!(
         out.status.success(),

@@ -2,7 +2,7 @@
 //! directly and through a fault-injecting proxy. No mock of S3 anywhere: every
 //! request is signed, sent and stored for real.
 
-mod proxy;
+pub(crate) mod proxy;
 
 use aws_sdk_s3::Client;
 use backfill::store::s3::{S3Options, S3Store, Sse};
@@ -16,14 +16,14 @@ use std::time::Instant;
 const MIB: usize = 1 << 20;
 
 /// The test server's coordinates, from the environment `scripts/s3.sh env` prints.
-struct Env {
-    endpoint: String,
+pub(crate) struct Env {
+    pub(crate) endpoint: String,
     access_key: String,
     secret_key: String,
     region: String,
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
             panic!(
@@ -42,7 +42,7 @@ fn env() -> Env {
 
 /// Runs `f` on a private runtime: for the tests' own look-ups (create a bucket,
 /// HeadObject), never for the store, which must be called from plain threads.
-fn admin<T>(f: impl AsyncFnOnce(&Client) -> T) -> T {
+pub(crate) fn admin<T>(f: impl AsyncFnOnce(&Client) -> T) -> T {
     let e = env();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,7 +64,7 @@ fn admin<T>(f: impl AsyncFnOnce(&Client) -> T) -> T {
 }
 
 /// A new, empty bucket.
-fn fresh_bucket(hint: &str) -> String {
+pub(crate) fn fresh_bucket(hint: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "bf-{hint}-{}-{}",
@@ -128,7 +128,7 @@ fn write_streaming(store: &S3Store, key: &str, bytes: &[u8]) -> std::io::Result<
 }
 
 /// Multipart uploads not yet completed or aborted, as (key, upload id).
-fn incomplete_uploads(bucket: &str) -> Vec<(String, String)> {
+pub(crate) fn incomplete_uploads(bucket: &str) -> Vec<(String, String)> {
     admin(async |c| {
         let out = c
             .list_multipart_uploads()
@@ -149,7 +149,7 @@ fn incomplete_uploads(bucket: &str) -> Vec<(String, String)> {
 }
 
 /// Every key in the bucket (not only under a store's prefix).
-fn bucket_keys(bucket: &str) -> Vec<String> {
+pub(crate) fn bucket_keys(bucket: &str) -> Vec<String> {
     admin(async |c| {
         let out = c.list_objects_v2().bucket(bucket).send().await.unwrap();
         out.contents()

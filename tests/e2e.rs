@@ -1,0 +1,278 @@
+//! End to end on the real stores: legacy data in a real HDFS, exported into a real
+//! S3, compared byte for byte with a local-to-local export of the same data; S3
+//! faults and crashes during an export into S3.
+
+use crate::common::*;
+use crate::s3::proxy::{Fault, Proxy, Req};
+use backfill::store::s3::{S3Options, S3Store};
+use backfill::store::Store;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generated legacy data (SequenceFiles and a text dump) under `dir/data/telemetry`.
+fn generate(dir: &Path, seed: &str, records_per_file: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backfill-gen"))
+        .args([
+            dir.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--days",
+            "2013-10-10..2013-10-11",
+        ])
+        .args([
+            "--files-per-day",
+            "3",
+            "--records-per-file",
+            records_per_file,
+            "--text-dump-fraction",
+            "0.2",
+        ])
+        .args(["--reject-rate", "0.05"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s3_args(endpoint: &str) -> Vec<String> {
+    vec![
+        "--endpoint-url".into(),
+        endpoint.into(),
+        "--path-style".into(),
+    ]
+}
+
+/// sha256 of every object of an S3 prefix, by key relative to it; `_backfill/`
+/// only when `bookkeeping`.
+fn s3_digests(url: &str, endpoint: &str, errors_too: bool) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    let opts = S3Options {
+        endpoint_url: Some(endpoint.into()),
+        path_style: true,
+        ..S3Options::default()
+    };
+    let store = S3Store::from_url(url, &opts, BTreeMap::new()).unwrap();
+    store
+        .list("")
+        .unwrap()
+        .into_iter()
+        .filter(|m| {
+            !m.key.starts_with("_backfill/")
+                || (errors_too && m.key.starts_with("_backfill/errors/"))
+        })
+        .map(|m| {
+            let bytes = store.get(&m.key).unwrap().unwrap();
+            (m.key, hex::encode(sha2::Sha256::digest(&bytes)))
+        })
+        .collect()
+}
+
+fn local_digests(root: &Path, errors_too: bool) -> BTreeMap<String, String> {
+    let mut d = digests(root);
+    if errors_too {
+        use sha2::Digest;
+        let errors = root.join("_backfill/errors");
+        for job in std::fs::read_dir(&errors).unwrap() {
+            let job = job.unwrap().path();
+            for f in std::fs::read_dir(&job).unwrap() {
+                let p = f.unwrap().path();
+                let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                d.insert(
+                    key,
+                    hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+                );
+            }
+        }
+    }
+    d
+}
+
+fn counts(rep: &serde_json::Value) -> Vec<serde_json::Value> {
+    [
+        "records_in",
+        "records_out",
+        "records_error",
+        "errors_by_reason",
+        "histograms_dropped",
+        "bytes_in",
+        "objects",
+        "partitions",
+        "bytes_out",
+    ]
+    .iter()
+    .map(|k| rep[*k].clone())
+    .collect()
+}
+
+#[test]
+fn e2e_hdfs_to_s3_is_byte_identical_to_local_to_local() {
+    let _hdfs = crate::hdfs::shared();
+    let hdfs = crate::hdfs::server();
+    let endpoint = crate::s3::env().endpoint;
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "11", "40");
+
+    let local = t.path().join("local");
+    let (out, local_rep) = export(&gen.join("data"), &local, &["--jobs", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let dir = format!("/e2e-{}", std::process::id());
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &["fs", "-mkdir", "-p", &dir],
+    ));
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &[
+            "fs",
+            "-put",
+            gen.join("data").to_str().unwrap(),
+            &format!("{hdfs}{dir}/"),
+        ],
+    ));
+    let bucket = crate::s3::fresh_bucket("e2e");
+    let dest = format!("s3://{bucket}/telemetry");
+    let report = t.path().join("s3.json");
+    let source = format!("{hdfs}{dir}/data");
+    let mut args = vec![
+        "export".to_string(),
+        source,
+        dest.clone(),
+        "-q".into(),
+        "--jobs".into(),
+        "2".into(),
+    ];
+    args.extend(["--report".into(), report.to_str().unwrap().into()]);
+    args.extend(s3_args(&endpoint));
+    let out = backfill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s3_rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(counts(&s3_rep), counts(&local_rep));
+    assert!(s3_rep["source"].as_str().unwrap().starts_with("hdfs://"));
+
+    let want = local_digests(&local, true);
+    assert!(want.len() > 20, "{}", want.len());
+    assert_eq!(
+        s3_digests(&dest, &endpoint, true),
+        want,
+        "objects and error output are the same bytes"
+    );
+
+    // status and errors read the S3 destination too.
+    let mut st = vec!["status".to_string(), dest.clone()];
+    st.extend(s3_args(&endpoint));
+    let out = backfill(&st.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("done"), "{}", out.stdout);
+    let mut er = vec!["errors".to_string(), dest];
+    er.extend(s3_args(&endpoint));
+    let out = backfill(&er.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with(&format!("{} rejected records", local_rep["records_error"])),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn e2e_export_into_s3_survives_server_errors_and_cut_connections() {
+    let endpoint = crate::s3::env().endpoint;
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "12", "20");
+    let local = t.path().join("local");
+    let (out, _) = export(&gen.join("data"), &local, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let proxy = Proxy::start(&endpoint);
+    proxy.fault(Req::PutObject, Fault::Status(503, "SlowDown"), 3);
+    proxy.fault(Req::PutObject, Fault::Status(500, "InternalError"), 2);
+    proxy.fault(Req::PutObject, Fault::CutRequest(200), 2);
+    proxy.fault(Req::PutObject, Fault::DropResponse, 1);
+    let bucket = crate::s3::fresh_bucket("e2efault");
+    let dest = format!("s3://{bucket}/t");
+    let mut args = vec![
+        "export".to_string(),
+        gen.join("data").to_str().unwrap().into(),
+        dest.clone(),
+        "-q".into(),
+    ];
+    args.extend(s3_args(&proxy.url()));
+    let out = backfill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(proxy.faults_applied(), 8);
+    assert_eq!(
+        s3_digests(&dest, &endpoint, false),
+        local_digests(&local, false),
+        "no loss, no duplicate"
+    );
+    assert_eq!(crate::s3::incomplete_uploads(&bucket), vec![]);
+}
+
+#[test]
+fn e2e_killed_exports_into_s3_finish_with_the_same_store() {
+    let endpoint = crate::s3::env().endpoint;
+    let trials: usize = std::env::var("BACKFILL_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "13", "40");
+    let src = gen.join("data");
+    let local = t.path().join("local");
+    let started = Instant::now();
+    let (out, _) = export(&src, &local, &["--jobs", "2", "--split-size", "64KiB"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = started.elapsed().as_millis() as u64;
+    let want = local_digests(&local, true);
+
+    for trial in 0..trials {
+        let bucket = crate::s3::fresh_bucket("e2ecrash");
+        let dest = format!("s3://{bucket}/t");
+        let mut args = vec![
+            "export".to_string(),
+            src.to_str().unwrap().into(),
+            dest.clone(),
+            "-q".into(),
+        ];
+        args.extend([
+            "--jobs".into(),
+            "2".into(),
+            "--split-size".into(),
+            "64KiB".into(),
+        ]);
+        args.extend(s3_args(&endpoint));
+        // Kill at a different point of the run each trial, then finish.
+        let delay = run * (trial as u64 + 1) / (trials as u64 + 1);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+            .args(&args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(delay.max(5));
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let out = backfill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.code, 0, "trial {trial}: {}", out.stderr);
+        assert_eq!(s3_digests(&dest, &endpoint, true), want, "trial {trial}");
+        let keys = crate::s3::bucket_keys(&bucket);
+        assert!(
+            !keys.iter().any(|k| k.contains("/_backfill/staging/")),
+            "staging left: {keys:?}"
+        );
+        assert_eq!(crate::s3::incomplete_uploads(&bucket), vec![]);
+    }
+}
