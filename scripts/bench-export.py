@@ -35,7 +35,7 @@ def timed(cmd, stdout=subprocess.DEVNULL):
     return float(wall), float(user) + float(sys_), int(rss) * 1024
 
 
-def dataset(files_per_day, records_per_file, codec, days="2013-10-01..2013-10-04"):
+def dataset(files_per_day, records_per_file, codec, days):
     name = f"seed7-{days}-{files_per_day}x{records_per_file}-{codec}"
     path = os.path.join(CACHE, "bench", name)
     if not os.path.exists(os.path.join(path, "_expected.json")):
@@ -81,11 +81,13 @@ def main():
     ap.add_argument("--records-per-file", type=int, default=270)
     ap.add_argument("--codec", default="none", choices=["none", "default", "gzip", "bzip2", "snappy"],
                     help="SequenceFile codec of the input (none: the input MB are JSON MB, as in BENCHMARKS.md)")
+    ap.add_argument("--days", default="2013-10-01..2013-10-04",
+                    help="folder days; fewer days for the same records means fuller partitions")
     ap.add_argument("--no-10x", action="store_true", help="skip the 10x peak-RSS run")
     a = ap.parse_args()
 
     sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
-    src = dataset(a.files_per_day, a.records_per_file, a.codec)
+    src = dataset(a.files_per_day, a.records_per_file, a.codec, a.days)
     in_bytes = size_of(src)
     work = tempfile.mkdtemp(prefix="backfill-bench-")
     try:
@@ -102,15 +104,15 @@ def main():
         xz_wall, xz_cpu, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
         rss10 = None
         if not a.no_10x:
-            big = dataset(a.files_per_day * 10, a.records_per_file, a.codec)
+            big = dataset(a.files_per_day * 10, a.records_per_file, a.codec, a.days)
             _, _, rss10, rep10 = export(big, os.path.join(work, "out10x"), 2)
             shutil.rmtree(os.path.join(work, "out10x"), ignore_errors=True)
             big_bytes = size_of(big)
 
         mb = in_bytes / 1e6
         print()
-        print(f"input ({a.codec} codec): {mb:.1f} MB stored, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
-              f"converted output {out_bytes / 1e6:.1f} MB")
+        print(f"input ({a.codec} codec, days {a.days}): {mb:.1f} MB stored, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
+              f"converted output {out_bytes / 1e6:.1f} MB in {rows[1][3]['objects']} objects")
         print()
         print(f"| run | wall s | CPU s (user+sys) | input MB/s (wall) | records/s | peak RSS MiB |")
         print(f"|---|---|---|---|---|---|")

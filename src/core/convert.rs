@@ -196,6 +196,27 @@ pub fn parse_revision_url(url: &str) -> Option<String> {
     Some(hex[..12].to_ascii_lowercase())
 }
 
+/// `"0,"` repeated, to copy runs of empty buckets from.
+const ZEROS: &[u8; 512] = &{
+    let mut z = [b','; 512];
+    let mut i = 0;
+    while i < 512 {
+        z[i] = b'0';
+        i += 2;
+    }
+    z
+};
+
+/// Appends `n` times `0,`.
+#[inline]
+fn push_zeros(out: &mut Vec<u8>, mut n: usize) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() / 2);
+        out.extend_from_slice(&ZEROS[..2 * k]);
+        n -= k;
+    }
+}
+
 /// Whether a number token is a JSON integer ≥ 0 (digits only: no sign, fraction or
 /// exponent).
 fn is_count(tok: &[u8]) -> bool {
@@ -454,13 +475,20 @@ impl<'m> Converter<'m> {
             self.hbuf.push(b'"');
             self.hbuf.extend_from_slice(name_bytes);
             self.hbuf.extend_from_slice(b"\":[");
+            // Counts are sparse: write runs of empty buckets from a ready-made "0,0,…".
+            let mut zeros = 0;
             for c in &self.counts {
                 match c {
-                    Some((s, e)) => self.hbuf.extend_from_slice(&b[*s..*e]),
-                    None => self.hbuf.push(b'0'),
+                    Some((s, e)) => {
+                        push_zeros(&mut self.hbuf, zeros);
+                        zeros = 0;
+                        self.hbuf.extend_from_slice(&b[*s..*e]);
+                        self.hbuf.push(b',');
+                    }
+                    None => zeros += 1,
                 }
-                self.hbuf.push(b',');
             }
+            push_zeros(&mut self.hbuf, zeros);
             for (k, s) in sums.iter().enumerate() {
                 if k > 0 {
                     self.hbuf.push(b',');
@@ -536,12 +564,12 @@ impl<'m> Converter<'m> {
         self.counts.clear();
         self.counts.resize(def.buckets.len(), None);
         let mut bad_count: Option<usize> = None;
+        let mut hint = 0;
         for v in s..e {
             let ValueIr { key, count } = self.values[v];
             let key_bytes = key.bytes(b, arena);
-            let idx = std::str::from_utf8(key_bytes)
-                .ok()
-                .and_then(|k| def.bucket_index(k));
+            let idx = def.bucket_index_near(key_bytes, hint);
+            hint = idx.map_or(0, |i| i + 1);
             let Some(idx) = idx else {
                 return reject(
                     Reason::InvalidBucket,

@@ -119,7 +119,18 @@ impl HistDef {
     /// digits are parsed in place and the buckets binary-searched.
     #[inline]
     pub fn bucket_index(&self, key: &str) -> Option<usize> {
-        let value = parse_canonical_int(key.as_bytes())?;
+        self.bucket_index_near(key.as_bytes(), 0)
+    }
+
+    /// Like [`HistDef::bucket_index`] on raw bytes, trying bucket `hint` first:
+    /// payloads list their buckets in ascending order, so the bucket after the last
+    /// one found is the usual answer and the binary search is skipped.
+    #[inline]
+    pub fn bucket_index_near(&self, key: &[u8], hint: usize) -> Option<usize> {
+        let value = parse_canonical_int(key)?;
+        if self.buckets.get(hint) == Some(&value) {
+            return Some(hint);
+        }
         self.buckets.binary_search(&value).ok()
     }
 }
@@ -233,7 +244,9 @@ fn ascending(buckets: Vec<i64>) -> Result<Vec<i64>, String> {
 /// The histogram definitions of one revision, buckets computed.
 #[derive(Debug, Clone, Default)]
 pub struct Definitions {
-    defs: HashMap<String, HistDef>,
+    // foldhash: the look-up runs for every histogram of every record, and the
+    // names are not attacker-chosen keys of a long-lived server map.
+    defs: HashMap<String, HistDef, foldhash::fast::FixedState>,
 }
 
 impl Definitions {
@@ -262,7 +275,8 @@ impl Definitions {
                 map = inner;
             }
         }
-        let mut defs = HashMap::with_capacity(map.len());
+        let mut defs =
+            HashMap::with_capacity_and_hasher(map.len(), foldhash::fast::FixedState::default());
         let mut warnings = Vec::new();
         for (name, def) in &map {
             match HistDef::from_definition(def) {

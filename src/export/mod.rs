@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod plan;
 pub mod status;
 pub mod unit;
+pub mod xz;
 
 use crate::core::mappings::Mappings;
 use crate::core::schema::Filter;
