@@ -622,3 +622,38 @@ fn s3_limits_cap_requests_in_flight_and_the_write_rate() {
         "26.2 MB at 10 MB/s took {took:?}"
     );
 }
+
+#[test]
+fn s3_remove_incomplete_aborts_only_owned_uploads() {
+    let e = env();
+    let bucket = fresh_bucket("incomplete");
+    let s = store(&format!("s3://{bucket}/p"), &opts(&e.endpoint));
+    for key in [
+        "p/a/mine.job1-x-0.xz",
+        "p/a/theirs.other-x-0.xz",
+        "elsewhere/mine.job1-x-0.xz",
+    ] {
+        admin(async |c| {
+            c.create_multipart_upload()
+                .bucket(&bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+    }
+    let removed = s.remove_incomplete(&|k| k.contains(".job1-")).unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<String> = incomplete_uploads(&bucket)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            "elsewhere/mine.job1-x-0.xz".to_string(),
+            "p/a/theirs.other-x-0.xz".to_string()
+        ]
+    );
+}

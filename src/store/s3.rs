@@ -747,6 +747,56 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    /// Aborts the incomplete multipart uploads under the prefix whose keys `owned`
+    /// accepts: uploads a killed writer left, invisible but billed. The export calls
+    /// this only when every folder of its job is committed, so none is in progress.
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
+        let s = &self.shared;
+        let mut stale = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self.rt.block_on(s.send(0, || {
+                s.client
+                    .list_multipart_uploads()
+                    .bucket(&s.bucket)
+                    .prefix(&s.prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+            }))?;
+            let (page, _) = page.map_err(|f| s.error("list uploads", &s.prefix, None, f))?;
+            for u in page.uploads() {
+                let (Some(full), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                if full.strip_prefix(&s.prefix).is_some_and(owned) {
+                    stale.push((full.to_owned(), id.to_owned()));
+                }
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if !page.is_truncated().unwrap_or(false) || key_marker.is_none() {
+                break;
+            }
+        }
+        for (full, id) in &stale {
+            let r = self.rt.block_on(s.send(0, || {
+                s.client
+                    .abort_multipart_upload()
+                    .bucket(&s.bucket)
+                    .key(full)
+                    .upload_id(id)
+                    .send()
+            }))?;
+            match r {
+                Ok(_) => {}
+                Err(f) if f.last.is_not_found() => {}
+                Err(f) => return Err(s.error("abort upload", full, Some(id), f)),
+            }
+        }
+        Ok(stale.len() as u64)
+    }
+
     fn delete(&self, key: &str) -> io::Result<()> {
         let s = &self.shared;
         let full = s.full_key(key)?;
