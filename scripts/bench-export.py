@@ -13,7 +13,8 @@ $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
   * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB).
 Ratios, not absolute times, are comparable across runs: these machines are noisy.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, datetime, hashlib, hmac, json, os, shutil, subprocess, sys, tempfile, time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("BACKFILL_CACHE", os.path.expanduser("~/.cache/backfill"))
@@ -75,6 +76,49 @@ def objects(dest):
     return sorted(out)
 
 
+def create_bucket(endpoint, bucket):
+    """PUT /bucket signed with SigV4 (stdlib only), for the stores row."""
+    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    host = endpoint.split("://", 1)[1].rstrip("/")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    canonical = f"PUT\n/{bucket}\n\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}"
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    k = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"{endpoint.rstrip('/')}/{bucket}", method="PUT", headers={
+        "x-amz-date": amz, "x-amz-content-sha256": payload,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}"})
+    urllib.request.urlopen(req).read()
+
+
+def stores_rows(src, work, jobs):
+    """HDFS -> S3 on loopback next to local -> local, same data (needs the test servers)."""
+    hdfs, endpoint = os.environ.get("BACKFILL_TEST_HDFS"), os.environ.get("BACKFILL_TEST_S3_ENDPOINT")
+    if not hdfs or not endpoint:
+        sys.exit("--stores needs the real servers: scripts/test-servers.sh -- scripts/bench-export.py --stores")
+    tool = os.path.join(ROOT, "scripts", "hadoop-tool.sh")
+    sh([tool, "fs", "-mkdir", "-p", "/bench"], stdout=subprocess.DEVNULL)
+    sh([tool, "fs", "-put", "-f", os.path.join(src, "data"), f"{hdfs}/bench/"], stdout=subprocess.DEVNULL)
+    bucket = f"bench-{os.getpid()}"
+    create_bucket(endpoint, bucket)
+    rows = []
+    for name, source, dest, extra in [
+        ("local -> local", os.path.join(src, "data"), os.path.join(work, "stores-local"), []),
+        ("HDFS -> S3 (loopback)", f"{hdfs}/bench/data", f"s3://{bucket}/out", ["--endpoint-url", endpoint, "--path-style"]),
+    ]:
+        report = os.path.join(work, "stores.report.json")
+        wall, cpu, rss = timed([BIN, "export", source, dest, "-q", "--jobs", str(jobs), "--report", report] + extra)
+        with open(report) as f:
+            rows.append((name, wall, cpu, rss, json.load(f)))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files-per-day", type=int, default=4)
@@ -84,6 +128,8 @@ def main():
     ap.add_argument("--days", default="2013-10-01..2013-10-04",
                     help="folder days; fewer days for the same records means fuller partitions")
     ap.add_argument("--no-10x", action="store_true", help="skip the 10x peak-RSS run")
+    ap.add_argument("--stores", action="store_true",
+                    help="also HDFS -> S3 on the real test servers (run under scripts/test-servers.sh)")
     a = ap.parse_args()
 
     sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
@@ -102,6 +148,7 @@ def main():
                 sh(["xz", "-dc", o], stdout=f)
         out_bytes = os.path.getsize(raw)
         xz_wall, xz_cpu, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
+        stores = stores_rows(src, work, 2) if a.stores else []
         rss10 = None
         if not a.no_10x:
             big = dataset(a.files_per_day * 10, a.records_per_file, a.codec, a.days)
@@ -120,6 +167,8 @@ def main():
             wall, cpu, rss, _ = rows[jobs]
             print(f"| export --jobs {jobs} | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
         print(f"| xz -1 -T1 on the export's output | {xz_wall:.2f} | {xz_cpu:.2f} | | | |")
+        for name, wall, cpu, rss, rep in stores:
+            print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
         if rss10 is not None:
             print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | {rss10 / 2**20:.0f} |")
         print()
