@@ -706,18 +706,12 @@ impl<'m> Converter<'m> {
                     }
                     _ => i = json::canon_value(b, vi, &mut self.out, 1)?,
                 }
-                i = json::ws(b, i);
-                match b.get(i) {
-                    Some(b',') => {
-                        self.out.push(b',');
-                        i += 1;
-                    }
-                    Some(b'}') => {
-                        self.out.push(b'}');
-                        i += 1;
+                match json::separator(b, i, b'}', &mut self.out)? {
+                    json::Next::More(next) => i = next,
+                    json::Next::Done(end) => {
+                        i = end;
                         break;
                     }
-                    _ => return json::err(i, "expected ',' or '}'"),
                 }
             }
         }
@@ -766,17 +760,9 @@ impl<'m> Converter<'m> {
                     _ => f.present = false,
                 }
             }
-            i = json::ws(b, i);
-            match b.get(i) {
-                Some(b',') => {
-                    self.out.push(b',');
-                    i += 1;
-                }
-                Some(b'}') => {
-                    self.out.push(b'}');
-                    return Ok(i + 1);
-                }
-                _ => return json::err(i, "expected ',' or '}'"),
+            match json::separator(b, i, b'}', &mut self.out)? {
+                json::Next::More(next) => i = next,
+                json::Next::Done(end) => return Ok(end),
             }
         }
     }

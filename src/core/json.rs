@@ -335,6 +335,34 @@ pub fn scan_number(b: &[u8], i: usize) -> JResult {
     Ok(j)
 }
 
+/// What follows a member or an element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A `,` was copied; the next member starts at this position.
+    More(usize),
+    /// The closing byte was copied; the container ends before this position.
+    Done(usize),
+}
+
+/// After a member (`close` = `}`) or an element (`close` = `]`): skips whitespace
+/// and copies the `,` or the closing byte to `out`.
+#[inline]
+pub fn separator(b: &[u8], i: usize, close: u8, out: &mut Vec<u8>) -> JResult<Next> {
+    let i = ws(b, i);
+    match b.get(i) {
+        Some(b',') => {
+            out.push(b',');
+            Ok(Next::More(i + 1))
+        }
+        Some(&c) if c == close => {
+            out.push(close);
+            Ok(Next::Done(i + 1))
+        }
+        _ if close == b'}' => err(i, "expected ',' or '}'"),
+        _ => err(i, "expected ',' or ']'"),
+    }
+}
+
 fn literal(b: &[u8], i: usize, lit: &'static [u8], out: &mut Vec<u8>) -> JResult {
     if b[i..].starts_with(lit) {
         out.extend_from_slice(lit);
@@ -384,17 +412,9 @@ fn canon_object(b: &[u8], i: usize, out: &mut Vec<u8>, depth: usize) -> JResult 
         i = expect(b, i, b':', "expected ':'")?;
         out.push(b':');
         i = canon_value(b, i, out, depth)?;
-        i = ws(b, i);
-        match b.get(i) {
-            Some(b',') => {
-                out.push(b',');
-                i += 1;
-            }
-            Some(b'}') => {
-                out.push(b'}');
-                return Ok(i + 1);
-            }
-            _ => return err(i, "expected ',' or '}'"),
+        match separator(b, i, b'}', out)? {
+            Next::More(next) => i = next,
+            Next::Done(end) => return Ok(end),
         }
     }
 }
@@ -411,17 +431,9 @@ fn canon_array(b: &[u8], i: usize, out: &mut Vec<u8>, depth: usize) -> JResult {
     }
     loop {
         i = canon_value(b, i, out, depth)?;
-        i = ws(b, i);
-        match b.get(i) {
-            Some(b',') => {
-                out.push(b',');
-                i += 1;
-            }
-            Some(b']') => {
-                out.push(b']');
-                return Ok(i + 1);
-            }
-            _ => return err(i, "expected ',' or ']'"),
+        match separator(b, i, b']', out)? {
+            Next::More(next) => i = next,
+            Next::Done(end) => return Ok(end),
         }
     }
 }
