@@ -784,28 +784,36 @@ impl<R: Read> SeqReader<R> {
         Ok(true)
     }
 
+    /// Peeks the big-endian i32 that starts the next unit, with its offset; `None`
+    /// (and done) at a clean end of file, an error when fewer than 4 bytes remain.
+    fn peek_i32(&mut self, what: &'static str) -> Result<Option<(u64, i32)>, SeqError> {
+        let start = self.input.offset();
+        let have = self.input.fill(4).map_err(|source| SeqError::Io {
+            offset: start,
+            source,
+        })?;
+        if have == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        if have < 4 {
+            return Err(SeqError::Truncated {
+                offset: start,
+                what,
+            });
+        }
+        Ok(Some((start, be_i32(self.input.peek()))))
+    }
+
     fn next_plain(
         &mut self,
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<Option<u64>, SeqError> {
         loop {
-            let start = self.input.offset();
-            let have = self.input.fill(4).map_err(|source| SeqError::Io {
-                offset: start,
-                source,
-            })?;
-            if have == 0 {
-                self.done = true;
+            let Some((start, len)) = self.peek_i32("record length")? else {
                 return Ok(None);
-            }
-            if have < 4 {
-                return Err(SeqError::Truncated {
-                    offset: start,
-                    what: "record length",
-                });
-            }
-            let len = be_i32(self.input.peek());
+            };
             if len == SYNC_ESCAPE {
                 if !self.take_marker(start)? {
                     return Ok(None);
@@ -877,22 +885,9 @@ impl<R: Read> SeqReader<R> {
                 value.extend_from_slice(&b.values[v0..v1]);
                 return Ok(Some(b.offset));
             }
-            let start = self.input.offset();
-            let have = self.input.fill(4).map_err(|source| SeqError::Io {
-                offset: start,
-                source,
-            })?;
-            if have == 0 {
-                self.done = true;
+            let Some((start, escape)) = self.peek_i32("block sync marker")? else {
                 return Ok(None);
-            }
-            if have < 4 {
-                return Err(SeqError::Truncated {
-                    offset: start,
-                    what: "block sync marker",
-                });
-            }
-            let escape = be_i32(self.input.peek());
+            };
             if escape != SYNC_ESCAPE {
                 return Err(SeqError::Corrupt {
                     offset: start,
