@@ -405,6 +405,21 @@ pub fn owned_by(key: &str, job: &str) -> bool {
         .is_some_and(|suffix| suffix.starts_with(&format!("{job}-")))
 }
 
+/// Whether `key` is bookkeeping of `job` under `_backfill/` (its record, runs,
+/// manifests, staging, error output): where a killed writer can leave a temporary.
+pub fn bookkeeping_of(key: &str, job: &str) -> bool {
+    let b = manifest::BOOKKEEPING;
+    key == manifest::job_key(job)
+        || [
+            format!("{b}/staging/{job}/"),
+            manifest::manifests_prefix(job),
+            manifest::runs_prefix(job),
+            manifest::errors_prefix(job),
+        ]
+        .iter()
+        .any(|p| key.starts_with(p.as_str()))
+}
+
 /// Shared state of a run.
 struct Run<'a> {
     mappings: &'a Mappings,
@@ -701,7 +716,7 @@ pub fn export(
         for m in staging.list(&staged)? {
             staging.delete(&m.key)?;
         }
-        let ours = |key: &str| owned_by(key, &job) || key.starts_with(&staged);
+        let ours = |key: &str| owned_by(key, &job) || bookkeeping_of(key, &job);
         report.incomplete_removed = dest.remove_incomplete(&ours)?;
         if !std::ptr::addr_eq(dest, staging) {
             report.incomplete_removed += staging.remove_incomplete(&ours)?;

@@ -3,10 +3,9 @@
 //! published object.
 
 use super::manifest::{
-    errors_prefix, job_key, runs_prefix, GroupManifest, JobRecord, RunRecord, UnitManifest,
-    BOOKKEEPING,
+    job_key, runs_prefix, GroupManifest, JobRecord, RunRecord, UnitManifest, BOOKKEEPING,
 };
-use super::{owned_by, History, Report};
+use super::{bookkeeping_of, owned_by, History, Report};
 use crate::store::Store;
 use anyhow::Context as _;
 use serde::Serialize;
@@ -171,8 +170,7 @@ pub fn clean(dest: &dyn Store, job: Option<&str>) -> anyhow::Result<Cleaned> {
     };
     c.incomplete = dest.remove_incomplete(&|key| {
         jobs.iter()
-            .any(|j| owned_by(key, j) || key.starts_with(&errors_prefix(j)))
-            || key.starts_with(&format!("{BOOKKEEPING}/staging/"))
+            .any(|j| owned_by(key, j) || bookkeeping_of(key, j))
     })?;
     Ok(c)
 }
