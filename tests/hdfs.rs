@@ -357,6 +357,28 @@ fn read_at(r: &mut dyn Read, len: usize) -> Vec<u8> {
 }
 
 #[test]
+fn hdfs_source_passes_the_source_contract() {
+    let _s = shared();
+    let f = fixture();
+    let bytes: Vec<(String, Vec<u8>)> = f
+        .local
+        .iter()
+        .map(|(rel, p)| (rel.clone(), std::fs::read(p).unwrap()))
+        .collect();
+    let expected: Vec<(&str, &[u8])> = bytes
+        .iter()
+        .map(|(r, b)| (r.as_str(), b.as_slice()))
+        .collect();
+    let hidden = [
+        "2013/10/10/_SUCCESS",
+        "2013/10/10/.part-m-00000.crc",
+        "2013/10/11/_logs/history/job_1_conf.xml",
+        "_temporary/0/part-m-00000",
+    ];
+    backfill::source::contract::run(&source(&opts(64 << 10)), &expected, &hidden);
+}
+
+#[test]
 fn reads_match_the_local_files_whole_and_after_seeks() {
     let _s = shared();
     let f = fixture();

@@ -207,6 +207,39 @@ mod tests {
     }
 
     #[test]
+    fn contract() {
+        let d = tempfile::tempdir().unwrap();
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("top", b"top".to_vec()),
+            (
+                "a/2013/10/10/part-m-00000",
+                (0..5000u32).flat_map(|i| i.to_le_bytes()).collect(),
+            ),
+            ("a/2013/10/10/part-m-00001", b"x".repeat(3000)),
+            ("a/2013/10/11/part-m-00000", b"y".repeat(10)),
+            ("b/part", b"z".to_vec()),
+        ];
+        let hidden = [
+            "a/2013/10/10/_SUCCESS",
+            "a/2013/10/10/.part-m-00000.crc",
+            "_logs/x",
+            "a/_tmp/p",
+        ];
+        for (p, bytes) in &files {
+            let path = d.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+        for p in hidden {
+            let path = d.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"hidden").unwrap();
+        }
+        let expected: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+        crate::source::contract::run(&LocalSource::new(d.path()).unwrap(), &expected, &hidden);
+    }
+
+    #[test]
     fn single_file_source() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("dump.txt");

@@ -2,6 +2,8 @@
 //! file, or HDFS). A source lists files folder by folder, in a fixed order, and
 //! opens one file for seekable reads; it knows nothing of formats or records.
 
+#[doc(hidden)]
+pub mod contract;
 pub mod hdfs;
 pub mod local;
 
