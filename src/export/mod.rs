@@ -287,6 +287,8 @@ pub struct Summary {
     pub partitions: Vec<u64>,
     /// Staging the group needed.
     pub staged_bytes: u64,
+    /// When it was committed (seconds since the epoch).
+    pub committed_at: u64,
 }
 
 fn hash64(s: &str) -> u64 {
@@ -309,6 +311,7 @@ impl Summary {
             error_bytes: m.errors.iter().map(|o| o.bytes).sum(),
             partitions: m.objects.iter().map(|o| hash64(&o.partition)).collect(),
             staged_bytes: m.staged_bytes,
+            committed_at: m.committed_at,
         }
     }
 }

@@ -2,9 +2,7 @@
 //! far each job is, and remove what an abandoned job left staged. Neither touches a
 //! published object.
 
-use super::manifest::{
-    job_key, runs_prefix, GroupManifest, JobRecord, RunRecord, UnitManifest, BOOKKEEPING,
-};
+use super::manifest::{job_key, runs_prefix, JobRecord, RunRecord, UnitManifest, BOOKKEEPING};
 use super::{bookkeeping_of, owned_by, History, Report};
 use crate::store::Store;
 use anyhow::Context as _;
@@ -63,16 +61,13 @@ pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobSta
         let history = History::load(dest, &rec.job)?;
         let mut report = Report::default();
         history.totals(&mut report);
-        let mut last_update = 0;
-        let mut bytes_since: Vec<(u64, u64)> = Vec::new();
-        for m in dest.list(&super::manifest::manifests_prefix(&rec.job))? {
-            if let Some(b) = dest.get(&m.key)? {
-                if let Ok(g) = serde_json::from_slice::<GroupManifest>(&b) {
-                    last_update = last_update.max(g.committed_at);
-                    bytes_since.push((g.committed_at, g.stats.bytes_in));
-                }
-            }
-        }
+        let commits: Vec<(u64, u64)> = history
+            .by_dir
+            .values()
+            .flatten()
+            .map(|s| (s.committed_at, s.stats.bytes_in))
+            .collect();
+        let last_update = commits.iter().map(|c| c.0).max().unwrap_or(0);
         let runs: Vec<RunRecord> = dest
             .list(&runs_prefix(&rec.job))?
             .iter()
@@ -92,7 +87,7 @@ pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobSta
             }
         }
         let eta_seconds = latest.and_then(|r| {
-            let done: u64 = bytes_since
+            let done: u64 = commits
                 .iter()
                 .filter(|(t, _)| *t >= r.started_at)
                 .map(|(_, b)| b)
