@@ -344,3 +344,55 @@ fn clean_removes_staging_never_published_objects() {
     assert_eq!(digests(&dest), published);
     assert!(dest.join("_backfill/manifests").exists());
 }
+
+#[test]
+fn a_damaged_checkpoint_is_redone_not_trusted() {
+    let t = tmp();
+    let src = t.path().join("src");
+    dataset(&src, 3);
+    let reference = t.path().join("reference");
+    assert_eq!(
+        backfill(&export_args(&src, &reference, &t.path().join("r.json"))).code,
+        0
+    );
+
+    // Stop after the first checkpoint, then damage every staged pieces file.
+    let dest = t.path().join("dest");
+    let report = t.path().join("report.json");
+    let mut args = export_args(&src, &dest, &report);
+    args[4..6].copy_from_slice(&["--jobs", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+        .args(&args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = dest.join("_backfill/staging");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !walk_names(&staging).iter().any(|p| p.ends_with(".json")) {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(unsafe_kill(child.id() as i32, 2), 0);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let mut damaged = 0;
+    for p in walk_names(&staging)
+        .into_iter()
+        .filter(|p| p.ends_with(".pieces"))
+    {
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+        std::fs::write(&p, bytes).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    let out = backfill(&export_args(&src, &dest, &report));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rep["units_resumed"], 0, "no damaged checkpoint was reused");
+    assert_eq!(digests(&dest), digests(&reference));
+}

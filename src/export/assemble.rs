@@ -9,8 +9,8 @@
 //! fraction of the target so objects overshoot it by little.
 
 use super::manifest::{
-    errors_prefix, manifest_key, staging_prefix, GroupManifest, ObjectEntry, PieceKind, Stats,
-    UnitManifest, UnitRef, FORMAT,
+    errors_prefix, manifest_key, staging_prefix, GroupManifest, ObjectEntry, PieceCodec, PieceKind,
+    Stats, UnitManifest, UnitRef, FORMAT,
 };
 use super::plan::Selection;
 use crate::store::{ObjectWriter, Pending, Store};
@@ -46,6 +46,7 @@ struct PieceRef<'u> {
     len: u64,
     records: u64,
     raw_bytes: u64,
+    codec: PieceCodec,
 }
 
 /// Counts and hashes what goes through to the destination.
@@ -100,6 +101,10 @@ fn write_objects(
                 let bytes = ctx
                     .staging
                     .read_range(&p.unit.pieces_key, p.offset, p.len)?;
+                if p.codec == PieceCodec::Raw {
+                    enc.write(&bytes, &mut writer)?;
+                    continue;
+                }
                 plain.clear();
                 plain.resize(p.raw_bytes as usize, 0);
                 let n = lz4_flex::block::decompress_into(
@@ -160,6 +165,7 @@ pub fn assemble(
                 len: p.len,
                 records: p.records,
                 raw_bytes: p.raw_bytes,
+                codec: p.codec,
             };
             match p.kind {
                 PieceKind::Records => by_partition.entry(&p.partition).or_default().push(r),

@@ -165,7 +165,20 @@ pub enum PieceKind {
     Errors,
 }
 
-/// One independently compressed xz stream in a unit's staged pieces file.
+/// How a piece is stored in the staging.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceCodec {
+    /// An lz4 block with its size first: for staging in a remote store, where the
+    /// bytes cross the network twice.
+    #[default]
+    Lz4,
+    /// The lines as they are: for staging on local disk, where compressing costs
+    /// more than it saves.
+    Raw,
+}
+
+/// One piece of a unit's staged pieces file: lines of one partition (or errors).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Piece {
     /// Records or errors.
@@ -180,6 +193,9 @@ pub struct Piece {
     pub records: u64,
     /// Uncompressed bytes.
     pub raw_bytes: u64,
+    /// How it is stored.
+    #[serde(default)]
+    pub codec: PieceCodec,
 }
 
 /// A unit's checkpoint: written after its pieces, it marks the unit done.

@@ -32,6 +32,7 @@ use manifest::{
 };
 use plan::{DayWindow, Selection};
 use serde::Serialize;
+use sha2::Digest as _;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -473,16 +474,22 @@ impl Run<'_> {
             Ok(m) => m,
             Err(_) => return Ok(None),
         };
-        let present = self
-            .staging
-            .list(&pieces_key)?
-            .iter()
-            .any(|o| o.key == pieces_key);
-        Ok((m.format == FORMAT
-            && m.pieces_key == pieces_key
-            && m.selection == g.selection
-            && present)
-            .then_some(m))
+        if m.format != FORMAT || m.pieces_key != pieces_key || m.selection != g.selection {
+            return Ok(None);
+        }
+        // The pieces must be exactly what the checkpoint describes.
+        let mut pieces = match self.staging.open(&pieces_key) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut pieces, &mut hasher)?;
+        let intact = hex::encode(hasher.finalize()) == m.pieces_sha256;
+        if !intact {
+            tracing::warn!(file = %u.file, start = u.start, "staged pieces do not match their checkpoint; redoing the unit");
+        }
+        Ok(intact.then_some(m))
     }
 
     fn run_unit(&self, g: &Group, i: usize) -> anyhow::Result<UnitManifest> {

@@ -10,7 +10,8 @@
 
 use super::errors::ErrorRecord;
 use super::manifest::{
-    short_hash, staging_prefix, Piece, PieceKind, Stats, UnitManifest, Unreadable, FORMAT,
+    short_hash, staging_prefix, Piece, PieceCodec, PieceKind, Stats, UnitManifest, Unreadable,
+    FORMAT,
 };
 use super::plan::{DayClass, Selection};
 use crate::core::body::{self, Container};
@@ -93,6 +94,7 @@ struct Stager<'a> {
     budget: u64,
     piece_max: u64,
     compressed: Vec<u8>,
+    codec: PieceCodec,
     _ctx: std::marker::PhantomData<&'a ()>,
 }
 
@@ -175,20 +177,28 @@ impl Stager<'_> {
     }
 
     fn write_piece(&mut self, kind: PieceKind, partition: &str, buf: &Buf) -> io::Result<()> {
-        // lz4: staging is read back once, by assembly, which compresses each object
-        // as one xz stream; a fast codec keeps staging cheap in CPU and disk.
-        self.compressed = lz4_flex::block::compress_prepend_size(&buf.lines);
-        self.writer.write_all(&self.compressed)?;
-        self.hasher.update(&self.compressed);
+        // Staging is read back once, by assembly, which compresses each object as
+        // one xz stream: lines go as they are to local disk, as lz4 elsewhere.
+        let stored: &[u8] = match self.codec {
+            PieceCodec::Raw => &buf.lines,
+            PieceCodec::Lz4 => {
+                self.compressed = lz4_flex::block::compress_prepend_size(&buf.lines);
+                &self.compressed
+            }
+        };
+        self.writer.write_all(stored)?;
+        self.hasher.update(stored);
+        let len = stored.len() as u64;
         self.pieces.push(Piece {
             kind,
             partition: partition.to_string(),
             offset: self.written,
-            len: self.compressed.len() as u64,
+            len,
             records: buf.records,
             raw_bytes: buf.lines.len() as u64,
+            codec: self.codec,
         });
-        self.written += self.compressed.len() as u64;
+        self.written += len;
         Ok(())
     }
 
@@ -224,6 +234,11 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
         budget: ctx.buffer_size,
         piece_max: ctx.piece_max.max(1),
         compressed: Vec::new(),
+        codec: if ctx.staging.is_local() {
+            PieceCodec::Raw
+        } else {
+            PieceCodec::Lz4
+        },
         _ctx: std::marker::PhantomData,
     };
     let mut stats = Stats::default();

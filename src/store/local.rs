@@ -190,6 +190,10 @@ impl Store for LocalStore {
         Ok(out)
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn publish(&self, pending: Vec<PendingRename>) -> io::Result<()> {
         if pending.is_empty() {
             return Ok(());

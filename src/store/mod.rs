@@ -70,6 +70,11 @@ pub trait Store: Send + Sync {
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
+    /// Whether the store is on this machine's disk (reads and writes cost no
+    /// network).
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Makes finished objects visible, durably: every byte of every object is on
     /// stable storage before any of them appears under its key.
     fn publish(&self, pending: Vec<Pending>) -> io::Result<()> {
