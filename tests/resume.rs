@@ -183,26 +183,8 @@ fn sigint_checkpoints_exits_130_and_the_rerun_finishes_the_same() {
 
     let dest = t.path().join("dest");
     let report = t.path().join("report.json");
-    let mut args = export_args(&src, &dest, &report);
-    args[4..6].copy_from_slice(&["--jobs", "1"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
-        .args(&args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first unit checkpoint, then ask it to stop.
+    let out = interrupt_after_first_checkpoint(&src, &dest, &report);
     let staging = dest.join("_backfill/staging");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !walk_names(&staging).iter().any(|p| p.ends_with(".json")) {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        if child.try_wait().unwrap().is_some() {
-            panic!("the export finished before it could be interrupted: make the dataset bigger");
-        }
-        std::thread::yield_now();
-    }
-    let pid = child.id() as i32;
-    assert_eq!(unsafe_kill(pid, 2), 0);
-    let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -223,6 +205,34 @@ fn sigint_checkpoints_exits_130_and_the_rerun_finishes_the_same() {
         "{rep}"
     );
     assert_eq!(digests(&dest), digests(&reference));
+}
+
+/// Runs the export with one worker, waits for its first unit checkpoint, then sends
+/// SIGINT and waits for it to exit.
+fn interrupt_after_first_checkpoint(
+    src: &Path,
+    dest: &Path,
+    report: &Path,
+) -> std::process::Output {
+    let mut args = export_args(src, dest, report);
+    args[4..6].copy_from_slice(&["--jobs", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = dest.join("_backfill/staging");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !walk_names(&staging).iter().any(|p| p.ends_with(".json")) {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the export finished before it could be interrupted: make the dataset bigger"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(unsafe_kill(child.id() as i32, 2), 0);
+    child.wait_with_output().unwrap()
 }
 
 /// Sends a signal with the `kill` command (no libc binding needed).
@@ -359,25 +369,9 @@ fn a_damaged_checkpoint_is_redone_not_trusted() {
     // Stop after the first checkpoint, then damage every staged pieces file.
     let dest = t.path().join("dest");
     let report = t.path().join("report.json");
-    let mut args = export_args(&src, &dest, &report);
-    args[4..6].copy_from_slice(&["--jobs", "1"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
-        .args(&args)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let out = interrupt_after_first_checkpoint(&src, &dest, &report);
+    assert_eq!(out.status.code(), Some(130));
     let staging = dest.join("_backfill/staging");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !walk_names(&staging).iter().any(|p| p.ends_with(".json")) {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be interrupted"
-        );
-        std::thread::yield_now();
-    }
-    assert_eq!(unsafe_kill(child.id() as i32, 2), 0);
-    assert_eq!(child.wait().unwrap().code(), Some(130));
     let mut damaged = 0;
     for p in walk_names(&staging)
         .into_iter()

@@ -260,10 +260,7 @@ impl Definitions {
         bytes: &[u8],
         origin: &str,
     ) -> Result<(Definitions, Vec<String>), MappingsError> {
-        let root: Value = serde_json::from_slice(bytes).map_err(|e| MappingsError::Json {
-            file: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let root: Value = crate::core::mappings::parse_json(bytes, origin)?;
         let Value::Object(mut map) = root else {
             return Err(MappingsError::Invalid {
                 file: origin.to_string(),

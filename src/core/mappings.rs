@@ -327,6 +327,14 @@ fn content_version(content: &BTreeMap<String, Vec<u8>>) -> String {
     format!("sha256:{hex}")
 }
 
+/// Parses a mappings file as JSON; the error names the file.
+pub(crate) fn parse_json(bytes: &[u8], origin: &str) -> Result<serde_json::Value, MappingsError> {
+    serde_json::from_slice(bytes).map_err(|e| MappingsError::Json {
+        file: origin.to_string(),
+        message: e.to_string(),
+    })
+}
+
 fn is_rev12(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -337,11 +345,7 @@ fn parse_index(bytes: &[u8], origin: &str) -> Result<BTreeMap<String, String>, M
         file: origin.to_string(),
         reason,
     };
-    let root: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| MappingsError::Json {
-            file: origin.to_string(),
-            message: e.to_string(),
-        })?;
+    let root: serde_json::Value = parse_json(bytes, origin)?;
     let serde_json::Value::Object(map) = root else {
         return Err(invalid(
             "not a map of revision to definitions file".to_string(),
@@ -386,11 +390,7 @@ fn parse_revisions(
         file: origin.to_string(),
         reason,
     };
-    let root: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| MappingsError::Json {
-            file: origin.to_string(),
-            message: e.to_string(),
-        })?;
+    let root: serde_json::Value = parse_json(bytes, origin)?;
     let table: Vec<RevisionRange> =
         serde_json::from_value(root).map_err(|e| invalid(format!("not a revision table: {e}")))?;
     for (i, r) in table.iter().enumerate() {

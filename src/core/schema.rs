@@ -248,10 +248,7 @@ impl Schema {
             file: origin.to_string(),
             reason,
         };
-        let root: Value = serde_json::from_slice(bytes).map_err(|e| MappingsError::Json {
-            file: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let root: Value = crate::core::mappings::parse_json(bytes, origin)?;
         let Value::Object(root) = root else {
             return Err(invalid(format!(
                 "not a schema: the top level is {}",
