@@ -36,12 +36,30 @@ def timed(cmd, stdout=subprocess.DEVNULL):
     return float(wall), float(user) + float(sys_), int(rss) * 1024
 
 
+def generator_hash():
+    """Names cached datasets after the generator's source, so a change to it
+    regenerates them instead of benchmarking stale data."""
+    h = hashlib.sha256()
+    paths = [os.path.join(ROOT, "src", "bin", "backfill-gen.rs")]
+    for d, _, files in os.walk(os.path.join(ROOT, "src", "gen")):
+        paths += [os.path.join(d, f) for f in files]
+    for p in sorted(paths):
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:10]
+
+
 def dataset(files_per_day, records_per_file, codec, days):
-    name = f"seed7-{days}-{files_per_day}x{records_per_file}-{codec}"
+    name = f"seed7-{days}-{files_per_day}x{records_per_file}-{codec}-{generator_hash()}"
     path = os.path.join(CACHE, "bench", name)
     if not os.path.exists(os.path.join(path, "_expected.json")):
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # The same dataset made by an older generator is stale: free its space.
+        stem = name.rsplit("-", 1)[0] + "-"
+        for old in os.listdir(os.path.dirname(path)):
+            if old.startswith(stem) and old != name:
+                shutil.rmtree(os.path.join(os.path.dirname(path), old), ignore_errors=True)
         print(f"generating {name} ...", file=sys.stderr)
         sh([GEN, path, "--seed", "7", "--days", days, "--files-per-day", str(files_per_day),
             "--records-per-file", str(records_per_file), "--reject-rate", "0.02", "--codec", codec],
