@@ -32,7 +32,6 @@ use manifest::{
 };
 use plan::{DayWindow, Selection};
 use serde::Serialize;
-use sha2::Digest as _;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -483,9 +482,9 @@ impl Run<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = Crc32Writer(crc32fast::Hasher::new());
         std::io::copy(&mut pieces, &mut hasher)?;
-        let intact = hex::encode(hasher.finalize()) == m.pieces_sha256;
+        let intact = hasher.0.finalize() == m.pieces_crc32;
         if !intact {
             tracing::warn!(file = %u.file, start = u.start, "staged pieces do not match their checkpoint; redoing the unit");
         }
@@ -752,6 +751,19 @@ pub fn remove_orphans(
         }
     }
     Ok(removed)
+}
+
+/// Feeds what is written to a CRC-32, to check staged pieces as they stream by.
+struct Crc32Writer(crc32fast::Hasher);
+
+impl std::io::Write for Crc32Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ use crate::core::seqfile::SeqReader;
 use crate::core::textdump::TextDumpReader;
 use crate::source::Source;
 use crate::store::{ObjectWriter, Store};
-use sha2::Digest;
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -85,7 +84,7 @@ struct Buf {
 /// Buffers lines per partition and cuts xz pieces into the unit's pieces file.
 struct Stager<'a> {
     writer: Box<dyn ObjectWriter>,
-    hasher: sha2::Sha256,
+    hasher: crc32fast::Hasher,
     written: u64,
     pieces: Vec<Piece>,
     parts: HashMap<String, Buf>,
@@ -203,7 +202,7 @@ impl Stager<'_> {
     }
 
     /// Flushes everything left, partitions in name order, errors last.
-    fn finish(mut self) -> io::Result<(Vec<Piece>, String)> {
+    fn finish(mut self) -> io::Result<(Vec<Piece>, u32)> {
         let mut names: Vec<String> = self.parts.keys().cloned().collect();
         names.sort();
         for p in names {
@@ -211,7 +210,7 @@ impl Stager<'_> {
         }
         self.flush_errors()?;
         self.writer.commit()?;
-        Ok((self.pieces, hex::encode(self.hasher.finalize())))
+        Ok((self.pieces, self.hasher.finalize()))
     }
 }
 
@@ -222,7 +221,7 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
     let (pieces_key, manifest_key) = unit_keys(ctx.job, ctx.group, unit);
     let mut stager = Stager {
         writer: ctx.staging.create(&pieces_key)?,
-        hasher: sha2::Sha256::new(),
+        hasher: crc32fast::Hasher::new(),
         written: 0,
         pieces: Vec::new(),
         parts: HashMap::new(),
@@ -243,14 +242,14 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
     };
     let mut stats = Stats::default();
     read_unit(ctx, unit, &mut stager, &mut stats)?;
-    let (pieces, pieces_sha256) = stager.finish()?;
+    let (pieces, pieces_crc32) = stager.finish()?;
     let manifest = UnitManifest {
         format: FORMAT.to_string(),
         file: unit.file.clone(),
         start: unit.start,
         end: unit.end,
         pieces_key,
-        pieces_sha256,
+        pieces_crc32,
         pieces,
         stats,
         selection: ctx.selection.clone(),
