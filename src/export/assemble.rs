@@ -88,6 +88,7 @@ fn write_objects(
     }
     let mut out = Vec::with_capacity(groups.len());
     let mut plain = Vec::new();
+    let mut bytes = Vec::new();
     for (n, group) in groups.into_iter().enumerate() {
         let key = key_for(n);
         let raw: u64 = group.iter().map(|p| p.raw_bytes).sum();
@@ -98,9 +99,8 @@ fn write_objects(
         super::xz::with_encoder(|enc| -> io::Result<()> {
             enc.start(raw, ctx.xz_preset)?;
             for p in group {
-                let bytes = ctx
-                    .staging
-                    .read_range(&p.unit.pieces_key, p.offset, p.len)?;
+                ctx.staging
+                    .read_range_into(&p.unit.pieces_key, p.offset, p.len, &mut bytes)?;
                 if p.codec == PieceCodec::Raw {
                     enc.write(&bytes, &mut writer)?;
                     continue;

@@ -164,16 +164,31 @@ impl Store for LocalStore {
     }
 
     fn read_range(&self, key: &str, start: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.read_range_into(key, start, len, &mut v)?;
+        Ok(v)
+    }
+
+    fn read_range_into(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let mut f = File::open(self.path(key)?)?;
         f.seek(SeekFrom::Start(start))?;
-        let mut v = vec![0; len as usize];
-        f.read_exact(&mut v).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("{key}: reading {len} bytes at {start}: {e}"),
-            )
-        })?;
-        Ok(v)
+        buf.clear();
+        // Reads into the spare capacity: a reused buffer is neither zeroed nor
+        // reallocated.
+        let got = f.take(len).read_to_end(buf)?;
+        if got as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{key}: reading {len} bytes at {start}: the file has {got} there"),
+            ));
+        }
+        Ok(())
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {

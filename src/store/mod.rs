@@ -66,6 +66,18 @@ pub trait Store: Send + Sync {
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>>;
     /// Reads `len` bytes at `start`; a short object is an error.
     fn read_range(&self, key: &str, start: u64, len: u64) -> io::Result<Vec<u8>>;
+    /// [`Store::read_range`] into `buf` (replacing its contents), so a caller
+    /// reading many ranges can reuse one buffer.
+    fn read_range_into(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        *buf = self.read_range(key, start, len)?;
+        Ok(())
+    }
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
     /// Deletes an object; deleting a missing object is not an error.
