@@ -56,6 +56,8 @@ enum Values {
     NotObject,
     /// Range into the converter's `values` list.
     Entries(usize, usize),
+    /// Range into the converter's `fast` list: every entry had the plain shape.
+    Fast(usize, usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +82,15 @@ struct ValueIr {
     key: Span,
     /// The count's number token, `None` when the value is not a number.
     count: Option<(usize, usize)>,
+}
+
+/// A `values` entry of the plain shape `"<canonical integer>":<digits>`, as the fast
+/// path reads it: the key as a number (at most 18 digits, so it fits an `i64`) and
+/// the count's token, which is a valid count by construction.
+#[derive(Clone, Copy, Debug)]
+struct FastValue {
+    key: u64,
+    count: (usize, usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +162,10 @@ pub struct Converter<'m> {
     arena: Vec<u8>,
     hists: Vec<HistIr>,
     values: Vec<ValueIr>,
+    fast: Vec<FastValue>,
+    /// Whether `values` objects may take the fast path; the tests turn it off to
+    /// compare against the general path alone.
+    fast_path: bool,
     counts: Vec<Option<(usize, usize)>>,
     dropped: Vec<(usize, usize)>,
     dropped_names: Vec<u8>,
@@ -227,6 +242,81 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+fn not_a_bound(name: &[u8], key: &[u8]) -> Rejection {
+    Rejection::new(
+        Reason::InvalidBucket,
+        format!(
+            "histogram {} has key {:?}, not a bucket lower bound",
+            text(name),
+            text(key)
+        ),
+    )
+}
+
+/// Reads the `values` object at `i` (`b[i] == '{'`) if every entry has the plain
+/// shape `"<canonical integer>":<digits>` with nothing in between, appending the
+/// entries to `fast`; returns the position after the object. Anything else (spaces,
+/// escapes, signs, leading zeros, fractions, other values, syntax errors) returns
+/// `None` with `fast` as it was, for the general path to read, so that every
+/// rejection and its detail come from one place.
+///
+/// Histograms are almost all values entries, so this is the converter's hot loop:
+/// it replaces a string scan, a span, a number scan and an intermediate entry per
+/// bucket.
+fn fast_values(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
+    let start = fast.len();
+    let end = fast_values_in(fast, b, i);
+    if end.is_none() {
+        fast.truncate(start);
+    }
+    end
+}
+
+fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
+    // Longer keys could overflow; no bucket bound has that many digits anyway, but
+    // the general path reports them.
+    const MAX_KEY_DIGITS: usize = 18;
+    let digits_from = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    // Canonical integer text: digits, no leading zero unless it is "0".
+    let canonical = |s: usize, e: usize| e > s && (e - s == 1 || b[s] != b'0');
+    let mut i = i + 1;
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let ks = i + 1;
+        let ke = digits_from(ks);
+        if !canonical(ks, ke) || ke - ks > MAX_KEY_DIGITS || b.get(ke..ke + 2) != Some(b"\":") {
+            return None;
+        }
+        let key = b[ks..ke]
+            .iter()
+            .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0'));
+        let cs = ke + 2;
+        let ce = digits_from(cs);
+        if !canonical(cs, ce) {
+            return None;
+        }
+        fast.push(FastValue {
+            key,
+            count: (cs, ce),
+        });
+        match b.get(ce) {
+            Some(b',') => i = ce + 1,
+            Some(b'}') => return Some(ce + 1),
+            _ => return None,
+        }
+    }
+}
+
 impl<'m> Converter<'m> {
     /// A converter for these mappings.
     pub fn new(mappings: &'m Mappings) -> Self {
@@ -259,6 +349,8 @@ impl<'m> Converter<'m> {
             arena: Vec::new(),
             hists: Vec::new(),
             values: Vec::new(),
+            fast: Vec::new(),
+            fast_path: true,
             counts: Vec::new(),
             dropped: Vec::new(),
             dropped_names: Vec::new(),
@@ -467,7 +559,7 @@ impl<'m> Converter<'m> {
                 );
             };
             self.check_bucket_count(b, name_bytes, def, bucket_count)?;
-            self.fill_counts(b, arena, name_bytes, def, values)?;
+            // A rejection discards what was written, so writing may go with checking.
             if !first {
                 self.hbuf.push(b',');
             }
@@ -475,20 +567,25 @@ impl<'m> Converter<'m> {
             self.hbuf.push(b'"');
             self.hbuf.extend_from_slice(name_bytes);
             self.hbuf.extend_from_slice(b"\":[");
-            // Counts are sparse: write runs of empty buckets from a ready-made "0,0,…".
-            let mut zeros = 0;
-            for c in &self.counts {
-                match c {
-                    Some((s, e)) => {
-                        push_zeros(&mut self.hbuf, zeros);
-                        zeros = 0;
-                        self.hbuf.extend_from_slice(&b[*s..*e]);
-                        self.hbuf.push(b',');
-                    }
-                    None => zeros += 1,
+            match values {
+                Values::Missing => {
+                    return reject(
+                        Reason::InvalidBucket,
+                        format!("histogram {} has no values", text(name_bytes)),
+                    )
                 }
+                Values::NotObject => {
+                    return reject(
+                        Reason::InvalidBucket,
+                        format!("histogram {} values is not an object", text(name_bytes)),
+                    )
+                }
+                Values::Entries(s, e) => {
+                    self.fill_counts(b, arena, name_bytes, def, s, e)?;
+                    self.write_counts(b);
+                }
+                Values::Fast(s, e) => self.write_fast(b, name_bytes, def, s, e)?,
             }
-            push_zeros(&mut self.hbuf, zeros);
             for (k, s) in sums.iter().enumerate() {
                 if k > 0 {
                     self.hbuf.push(b',');
@@ -537,30 +634,92 @@ impl<'m> Converter<'m> {
         }
     }
 
-    /// Checks every key, then every count, and fills `counts` by bucket.
+    /// Writes `counts` as the bucket array's counts, each followed by a comma.
+    fn write_counts(&mut self, b: &[u8]) {
+        // Counts are sparse: write runs of empty buckets from a ready-made "0,0,…".
+        let mut zeros = 0;
+        for c in &self.counts {
+            match c {
+                Some((s, e)) => {
+                    push_zeros(&mut self.hbuf, zeros);
+                    zeros = 0;
+                    self.hbuf.extend_from_slice(&b[*s..*e]);
+                    self.hbuf.push(b',');
+                }
+                None => zeros += 1,
+            }
+        }
+        push_zeros(&mut self.hbuf, zeros);
+    }
+
+    /// Like `fill_counts` then `write_counts`, for the entries `fast[s..e]`: while
+    /// their buckets ascend (the usual order) they are written as they come, without
+    /// `counts`; on the first that goes back (a duplicate or a payload out of order)
+    /// the histogram is written again through `counts`. Fast counts are all valid, so
+    /// the one possible rejection is the first key that is not a bound, as there.
+    fn write_fast(
+        &mut self,
+        b: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        s: usize,
+        e: usize,
+    ) -> Result<(), Rejection> {
+        let at = self.hbuf.len();
+        let mut next = 0;
+        for v in &self.fast[s..e] {
+            // At most 18 digits: the key fits.
+            let key = v.key as i64;
+            let Some(idx) = def.bucket_index_from(key, next) else {
+                if def.buckets[..next].binary_search(&key).is_ok() {
+                    return self.write_fast_unordered(b, name, def, s, e, at);
+                }
+                return Err(not_a_bound(name, v.key.to_string().as_bytes()));
+            };
+            push_zeros(&mut self.hbuf, idx - next);
+            self.hbuf.extend_from_slice(&b[v.count.0..v.count.1]);
+            self.hbuf.push(b',');
+            next = idx + 1;
+        }
+        push_zeros(&mut self.hbuf, def.buckets.len() - next);
+        Ok(())
+    }
+
+    /// `write_fast` for entries whose buckets do not ascend: rewrites from `at`.
+    fn write_fast_unordered(
+        &mut self,
+        b: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        s: usize,
+        e: usize,
+        at: usize,
+    ) -> Result<(), Rejection> {
+        self.hbuf.truncate(at);
+        self.counts.clear();
+        self.counts.resize(def.buckets.len(), None);
+        for v in &self.fast[s..e] {
+            match def.buckets.binary_search(&(v.key as i64)) {
+                // A later entry for the same bucket wins, as in `fill_counts`.
+                Ok(idx) => self.counts[idx] = Some(v.count),
+                Err(_) => return Err(not_a_bound(name, v.key.to_string().as_bytes())),
+            }
+        }
+        self.write_counts(b);
+        Ok(())
+    }
+
+    /// Checks every key of `values[s..e]`, then every count, and fills `counts` by
+    /// bucket.
     fn fill_counts(
         &mut self,
         b: &[u8],
         arena: &[u8],
         name: &[u8],
         def: &HistDef,
-        values: Values,
+        s: usize,
+        e: usize,
     ) -> Result<(), Rejection> {
-        let (s, e) = match values {
-            Values::Entries(s, e) => (s, e),
-            Values::Missing => {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!("histogram {} has no values", text(name)),
-                )
-            }
-            Values::NotObject => {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!("histogram {} values is not an object", text(name)),
-                )
-            }
-        };
         self.counts.clear();
         self.counts.resize(def.buckets.len(), None);
         let mut bad_count: Option<usize> = None;
@@ -571,14 +730,7 @@ impl<'m> Converter<'m> {
             let idx = def.bucket_index_near(key_bytes, hint);
             hint = idx.map_or(0, |i| i + 1);
             let Some(idx) = idx else {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!(
-                        "histogram {} has key {:?}, not a bucket lower bound",
-                        text(name),
-                        text(key_bytes)
-                    ),
-                );
+                return Err(not_a_bound(name, key_bytes));
             };
             match count {
                 Some((cs, ce)) if is_count(&b[cs..ce]) => self.counts[idx] = Some((cs, ce)),
@@ -629,6 +781,7 @@ impl<'m> Converter<'m> {
         self.arena.clear();
         self.hists.clear();
         self.values.clear();
+        self.fast.clear();
         self.hist_at = None;
         for f in &mut self.fields {
             f.present = false;
@@ -840,6 +993,13 @@ impl<'m> Converter<'m> {
                 let key = key.bytes(b, &this.arena);
                 if key == b"values" {
                     if b.get(vi) == Some(&b'{') {
+                        if this.fast_path {
+                            let start = this.fast.len();
+                            if let Some(end) = fast_values(&mut this.fast, b, vi) {
+                                values = Values::Fast(start, this.fast.len());
+                                return Ok(end);
+                            }
+                        }
                         let start = this.values.len();
                         let end = this.members(b, vi, |this, key, vi| {
                             let (count, end) = this.number_or_skip(b, vi, 4)?;
@@ -1224,6 +1384,231 @@ mod tests {
             ("http://hg.mozilla.org//rev/a55c55edf302", None),
         ] {
             assert_eq!(parse_revision_url(url).as_deref(), want, "{url}");
+        }
+    }
+
+    /// Everything a conversion yields, owned, to compare two converters.
+    type Outcome = Result<(Vec<u8>, String, Vec<String>, Vec<String>), Rejection>;
+
+    fn outcome(c: &mut Converter<'_>, key: &[u8], value: &[u8]) -> Outcome {
+        c.convert_legacy(key, value).map(|out| {
+            (
+                out.line.to_vec(),
+                out.partition.to_string(),
+                out.dims.to_vec(),
+                out.dropped().map(str::to_string).collect(),
+            )
+        })
+    }
+
+    /// Generated records, a third of them rejected for one reason or another (most
+    /// for their histograms), none gzipped so that mutations reach the JSON.
+    fn generated() -> &'static [(Vec<u8>, Vec<u8>)] {
+        use crate::gen::{calendar, Framing, GenOptions, RecordGen, RejectRates};
+        static RECORDS: std::sync::OnceLock<Vec<(Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+        RECORDS.get_or_init(|| {
+            let mut rates = RejectRates::uniform(0.15);
+            for r in [HistogramMismatch, InvalidBucket, InvalidCount] {
+                rates.set(r, 0.06);
+            }
+            let opts = GenOptions {
+                reject_rates: rates,
+                gzip_rate: 0.0,
+                histograms: 60,
+                ..GenOptions::default()
+            };
+            let mut gen = RecordGen::new(Mappings::embedded().unwrap(), 7, opts);
+            let day = calendar::parse_day("2013-10-11").unwrap();
+            (0..64)
+                .map(|_| {
+                    let r = gen.record(day, Framing::SequenceFile);
+                    (r.key, r.value)
+                })
+                .collect()
+        })
+    }
+
+    /// One edit of a payload at `pos` (modulo its length); `kind` picks the edit
+    /// and `byte` parametrises it. They aim at what the fast path must hand over to
+    /// the general one: whitespace, escapes, signs, leading zeros, fractions, long
+    /// keys, duplicate and out-of-order entries, broken syntax.
+    /// With `in_values`, the edit lands in the `values` object after `pos`, where
+    /// the fast path works.
+    fn mutate(v: &mut Vec<u8>, pos: usize, in_values: bool, kind: u8, byte: u8) {
+        if v.is_empty() {
+            return;
+        }
+        let mut p = pos % v.len();
+        if in_values {
+            const VALUES: &[u8] = b"\"values\":{";
+            let found = memchr::memmem::find(&v[p..], VALUES)
+                .map(|k| p + k)
+                .or_else(|| memchr::memmem::find(v, VALUES));
+            if let Some(at) = found {
+                p = (at + VALUES.len() + pos % 48).min(v.len() - 1);
+            }
+        }
+        // The position after the next comma from `from`, if any.
+        let after_comma =
+            |v: &[u8], from: usize| memchr::memchr(b',', v.get(from..)?).map(|k| from + k + 1);
+        match kind % 9 {
+            0 => v[p] = byte,
+            1 => v[p] = b" \"\\0019-.e,}:{\n+"[byte as usize % 16],
+            2 => v.insert(p, b" \t\n\r"[byte as usize % 4]),
+            3 if v[p].is_ascii_digit() => {
+                let esc = format!("\\u003{}", v[p] as char);
+                v.splice(p..=p, esc.bytes());
+            }
+            3 | 4 => {
+                v.remove(p);
+            }
+            5 => {
+                let run = vec![b"09"[byte as usize % 2]; 1 + byte as usize % 24];
+                v.splice(p..p, run);
+            }
+            // Repeat the member after the next comma: a duplicate key.
+            6 => {
+                if let Some(s) = after_comma(v, p) {
+                    if let Some(e) = after_comma(v, s) {
+                        let member = v[s..e].to_vec();
+                        v.splice(s..s, member);
+                    }
+                }
+            }
+            // Swap the next two members: buckets out of order.
+            7 => {
+                if let Some(a) = after_comma(v, p) {
+                    if let Some(b) = after_comma(v, a) {
+                        if let Some(c) = after_comma(v, b) {
+                            let mut swapped = v[b..c - 1].to_vec();
+                            swapped.push(b',');
+                            swapped.extend_from_slice(&v[a..b - 1]);
+                            v.splice(a..c - 1, swapped);
+                        }
+                    }
+                }
+            }
+            // A leading zero or a sign before the next digit run.
+            _ => {
+                if let Some(k) = v[p..].iter().position(u8::is_ascii_digit) {
+                    v.insert(p + k, if byte % 2 == 0 { b'0' } else { b'-' });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generated_payloads_take_the_fast_path() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let mut fast = 0;
+        for (key, value) in generated() {
+            if c.convert_legacy(key, value).is_ok() {
+                assert!(
+                    c.values.is_empty(),
+                    "a generated values object took the general path"
+                );
+                fast += c.fast.len();
+            }
+        }
+        assert!(fast > 1000, "{fast} entries on the fast path");
+    }
+
+    #[test]
+    fn fast_path_edge_cases_match_general_path() {
+        // A11Y_CONSUMERS has the 12 buckets 0..=11.
+        let cases = [
+            "{}",
+            "{ }",
+            r#"{"0":1}"#,
+            r#"{"0":1,"1":2,"11":3}"#,
+            r#"{"1":2,"0":1}"#,
+            r#"{"0":1,"0":2}"#,
+            r#"{"2":1,"3":2,"1":3,"99":4}"#,
+            r#"{"2":1,"99":4,"1":3}"#,
+            r#"{"0":1."1":2}"#,
+            r#"{"0":1 ,"1":2}"#,
+            r#"{ "0":1}"#,
+            r#"{"0" :1}"#,
+            r#"{"0": 1}"#,
+            r#"{"0":1 }"#,
+            r#"{"00":1}"#,
+            r#"{"01":1}"#,
+            r#"{"-0":1}"#,
+            r#"{"-1":1}"#,
+            r#"{"+1":1}"#,
+            r#"{"12":1}"#,
+            r#"{"":1}"#,
+            r#"{"5":01}"#,
+            r#"{"5":-1}"#,
+            r#"{"5":-0}"#,
+            r#"{"5":1.0}"#,
+            r#"{"5":1e2}"#,
+            r#"{"5":1E2}"#,
+            r#"{"5":"1"}"#,
+            r#"{"5":null}"#,
+            r#"{"5":[1]}"#,
+            r#"{"5":{}}"#,
+            r#"{"5":18446744073709551616}"#,
+            r#"{"\u0035":1}"#,
+            r#"{"1\u0030":1}"#,
+            r#"{"123456789012345678":1}"#,
+            r#"{"1234567890123456789":1}"#,
+            r#"{"99999999999999999999999":1}"#,
+            r#"{"3":1,"x":2}"#,
+            r#"{"3":-1,"x":1}"#,
+            r#"{"5":1,}"#,
+            r#"{"5":1"#,
+            r#"{"5":}"#,
+            r#"{"5"}"#,
+            r#"{"5":1}}"#,
+            r#"{5:1}"#,
+        ];
+        let m = Mappings::embedded().unwrap();
+        let mut fast = Converter::new(m);
+        let mut general = Converter::new(m);
+        general.fast_path = false;
+        for values in cases {
+            for second in ["", r#","A11Y_INSTANTIATED_FLAG":{"values":{"5":1}}"#] {
+                let v = payload(&format!(
+                    r#"{{"A11Y_CONSUMERS":{{"bucket_count":12,"values":{values},"sum":1}}{second}}}"#
+                ));
+                assert_eq!(
+                    outcome(&mut fast, &key(), v.as_bytes()),
+                    outcome(&mut general, &key(), v.as_bytes()),
+                    "{v}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The fast path yields exactly what the general path alone does: the same
+        /// line, partition, dimensions and dropped names, or the same rejection with
+        /// the same detail.
+        #[test]
+        fn fast_path_matches_general_path(
+            record in 0usize..64,
+            edits in proptest::collection::vec(
+                proptest::prelude::any::<(usize, bool, u8, u8)>(),
+                0..4,
+            ),
+        ) {
+            let (key, value) = &generated()[record];
+            let mut value = value.clone();
+            for (pos, in_values, kind, byte) in edits {
+                mutate(&mut value, pos, in_values, kind, byte);
+            }
+            let m = Mappings::embedded().unwrap();
+            let mut fast = Converter::new(m);
+            let mut general = Converter::new(m);
+            general.fast_path = false;
+            proptest::prop_assert_eq!(
+                outcome(&mut fast, key, &value),
+                outcome(&mut general, key, &value)
+            );
         }
     }
 

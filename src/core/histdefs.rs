@@ -133,6 +133,22 @@ impl HistDef {
         }
         self.buckets.binary_search(&value).ok()
     }
+
+    /// The index of the bucket whose lower bound is `value`, looking only at buckets
+    /// `from..`. A payload's keys ascend, mostly by one bucket or a few, so the next
+    /// few bounds are tried before a binary search of the rest.
+    #[inline]
+    pub fn bucket_index_from(&self, value: i64, from: usize) -> Option<usize> {
+        const NEAR: usize = 4;
+        let rest = self.buckets.get(from..)?;
+        for (k, &bound) in rest.iter().take(NEAR).enumerate() {
+            if bound >= value {
+                return (bound == value).then_some(from + k);
+            }
+        }
+        let far = rest.get(NEAR..)?;
+        far.binary_search(&value).ok().map(|k| from + NEAR + k)
+    }
 }
 
 /// Parse `bytes` as an `i64` only if `bytes` is exactly how that integer prints.
@@ -681,6 +697,28 @@ mod tests {
         assert_eq!(neg.bucket_index("-5"), Some(1));
         assert_eq!(neg.bucket_index("-9223372036854775808"), Some(0));
         assert_eq!(neg.bucket_index("-05"), None);
+    }
+
+    #[test]
+    fn bucket_index_from_looks_only_ahead() {
+        let buckets: Vec<i64> = (0..40).map(|i| i * i).collect();
+        let d = HistDef {
+            kind: Kind::Exponential,
+            buckets: buckets.clone(),
+        };
+        for from in 0..=buckets.len() + 1 {
+            for value in -1..1700 {
+                let want = buckets
+                    .iter()
+                    .position(|&b| b == value)
+                    .filter(|&i| i >= from);
+                assert_eq!(
+                    d.bucket_index_from(value, from),
+                    want,
+                    "{value} from {from}"
+                );
+            }
+        }
     }
 
     proptest::proptest! {
