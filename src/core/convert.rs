@@ -222,9 +222,39 @@ const ZEROS: &[u8; 512] = &{
     z
 };
 
+/// Appends the first `n` bytes of `src`. Copying all `K` and cutting back compiles
+/// to a few wide moves, where a copy of variable length calls `memcpy`: that call
+/// was most of the cost of writing the histograms' short counts and zero runs.
+#[inline(always)]
+fn push_head<const K: usize>(out: &mut Vec<u8>, src: &[u8; K], n: usize) {
+    debug_assert!(n <= K);
+    let len = out.len();
+    out.extend_from_slice(src);
+    out.truncate(len + n);
+}
+
+/// Appends the number token `b[s..e]`.
+#[inline]
+fn push_token(out: &mut Vec<u8>, b: &[u8], (s, e): (usize, usize)) {
+    const K: usize = 16;
+    match b.get(s..).and_then(<[u8]>::first_chunk::<K>) {
+        Some(head) if e - s <= K => push_head(out, head, e - s),
+        _ => out.extend_from_slice(&b[s..e]),
+    }
+}
+
 /// Appends `n` times `0,`.
 #[inline]
 fn push_zeros(out: &mut Vec<u8>, mut n: usize) {
+    const SHORT: usize = 16;
+    if n <= SHORT {
+        push_head(
+            out,
+            ZEROS.first_chunk::<{ 2 * SHORT }>().expect("512 bytes"),
+            2 * n,
+        );
+        return;
+    }
     while n > 0 {
         let k = n.min(ZEROS.len() / 2);
         out.extend_from_slice(&ZEROS[..2 * k]);
@@ -412,11 +442,14 @@ impl<'m> Converter<'m> {
                 &owned
             }
         };
-        if let Err(e) = std::str::from_utf8(payload) {
-            return reject(
-                Reason::CorruptedData,
-                format!("value is not utf-8 (byte {})", e.valid_up_to()),
-            );
+        // Most payloads are ASCII, which is much cheaper to check than UTF-8.
+        if !payload.is_ascii() {
+            if let Err(e) = std::str::from_utf8(payload) {
+                return reject(
+                    Reason::CorruptedData,
+                    format!("value is not utf-8 (byte {})", e.valid_up_to()),
+                );
+            }
         }
         self.run(payload, path_dims)?;
         Ok(Converted {
@@ -537,10 +570,10 @@ impl<'m> Converter<'m> {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
             // Canonical text with a backslash cannot be a definition name.
-            let def = std::str::from_utf8(name_bytes)
-                .ok()
-                .filter(|n| !n.contains('\\'))
-                .and_then(|n| defs.lookup(n));
+            let def = match memchr::memchr(b'\\', name_bytes) {
+                None => defs.lookup_bytes(name_bytes),
+                Some(_) => None,
+            };
             let Some(def) = def else {
                 let start = self.dropped_names.len();
                 self.dropped_names.extend_from_slice(name_bytes);
@@ -591,7 +624,7 @@ impl<'m> Converter<'m> {
                     self.hbuf.push(b',');
                 }
                 match s {
-                    Some((s, e)) => self.hbuf.extend_from_slice(&b[*s..*e]),
+                    Some(tok) => push_token(&mut self.hbuf, b, *tok),
                     None => self.hbuf.extend_from_slice(b"-1"),
                 }
             }
@@ -643,7 +676,7 @@ impl<'m> Converter<'m> {
                 Some((s, e)) => {
                     push_zeros(&mut self.hbuf, zeros);
                     zeros = 0;
-                    self.hbuf.extend_from_slice(&b[*s..*e]);
+                    push_token(&mut self.hbuf, b, (*s, *e));
                     self.hbuf.push(b',');
                 }
                 None => zeros += 1,
@@ -677,7 +710,7 @@ impl<'m> Converter<'m> {
                 return Err(not_a_bound(name, v.key.to_string().as_bytes()));
             };
             push_zeros(&mut self.hbuf, idx - next);
-            self.hbuf.extend_from_slice(&b[v.count.0..v.count.1]);
+            push_token(&mut self.hbuf, b, v.count);
             self.hbuf.push(b',');
             next = idx + 1;
         }

@@ -9,7 +9,9 @@
 //! skipped with a warning, never fatal. Which file belongs to which revision is
 //! `mappings`'s business; converting payloads is `convert`'s.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
 
@@ -262,7 +264,25 @@ fn ascending(buckets: Vec<i64>) -> Result<Vec<i64>, String> {
 pub struct Definitions {
     // foldhash: the look-up runs for every histogram of every record, and the
     // names are not attacker-chosen keys of a long-lived server map.
-    defs: HashMap<String, HistDef, foldhash::fast::FixedState>,
+    defs: HashMap<Name, HistDef, foldhash::fast::FixedState>,
+}
+
+/// A definition's name, looked up by the payload's bytes: the converter holds names
+/// as canonical bytes, and going through `&str` cost a UTF-8 check per histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Name(String);
+
+impl Hash for Name {
+    // As its bytes, so that a `[u8]` look-up hashes alike (`str` hashes differently).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl Definitions {
@@ -294,7 +314,7 @@ impl Definitions {
         for (name, def) in &map {
             match HistDef::from_definition(def) {
                 Ok(d) => {
-                    defs.insert(name.clone(), d);
+                    defs.insert(Name(name.clone()), d);
                 }
                 Err(why) => warnings.push(format!("{origin}: histogram {name} skipped: {why}")),
             }
@@ -306,8 +326,14 @@ impl Definitions {
     /// `STARTUP_<x>` the definition of `<x>`.
     #[inline]
     pub fn lookup(&self, name: &str) -> Option<&HistDef> {
+        self.lookup_bytes(name.as_bytes())
+    }
+
+    /// [`Definitions::lookup`] by the name's bytes.
+    #[inline]
+    pub fn lookup_bytes(&self, name: &[u8]) -> Option<&HistDef> {
         self.defs.get(name).or_else(|| {
-            name.strip_prefix("STARTUP_")
+            name.strip_prefix(b"STARTUP_")
                 .and_then(|base| self.defs.get(base))
         })
     }
@@ -324,7 +350,7 @@ impl Definitions {
 
     /// Every computed definition by name, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &HistDef)> + '_ {
-        self.defs.iter().map(|(k, v)| (k.as_str(), v))
+        self.defs.iter().map(|(k, v)| (k.0.as_str(), v))
     }
 }
 
