@@ -56,6 +56,8 @@ enum Values {
     NotObject,
     /// Range into the converter's `values` list.
     Entries(usize, usize),
+    /// Range into the converter's `fast` list: every entry had the plain shape.
+    Fast(usize, usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +82,15 @@ struct ValueIr {
     key: Span,
     /// The count's number token, `None` when the value is not a number.
     count: Option<(usize, usize)>,
+}
+
+/// A `values` entry of the plain shape `"<canonical integer>":<digits>`, as the fast
+/// path reads it: the key as a number (at most 18 digits, so it fits an `i64`) and
+/// the count's token, which is a valid count by construction.
+#[derive(Clone, Copy, Debug)]
+struct FastValue {
+    key: u64,
+    count: (usize, usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +162,10 @@ pub struct Converter<'m> {
     arena: Vec<u8>,
     hists: Vec<HistIr>,
     values: Vec<ValueIr>,
+    fast: Vec<FastValue>,
+    /// Whether `values` objects may take the fast path; the tests turn it off to
+    /// compare against the general path alone.
+    fast_path: bool,
     counts: Vec<Option<(usize, usize)>>,
     dropped: Vec<(usize, usize)>,
     dropped_names: Vec<u8>,
@@ -207,9 +222,39 @@ const ZEROS: &[u8; 512] = &{
     z
 };
 
+/// Appends the first `n` bytes of `src`. Copying all `K` and cutting back compiles
+/// to a few wide moves, where a copy of variable length calls `memcpy`: that call
+/// was most of the cost of writing the histograms' short counts and zero runs.
+#[inline(always)]
+fn push_head<const K: usize>(out: &mut Vec<u8>, src: &[u8; K], n: usize) {
+    debug_assert!(n <= K);
+    let len = out.len();
+    out.extend_from_slice(src);
+    out.truncate(len + n);
+}
+
+/// Appends the number token `b[s..e]`.
+#[inline]
+fn push_token(out: &mut Vec<u8>, b: &[u8], (s, e): (usize, usize)) {
+    const K: usize = 16;
+    match b.get(s..).and_then(<[u8]>::first_chunk::<K>) {
+        Some(head) if e - s <= K => push_head(out, head, e - s),
+        _ => out.extend_from_slice(&b[s..e]),
+    }
+}
+
 /// Appends `n` times `0,`.
 #[inline]
 fn push_zeros(out: &mut Vec<u8>, mut n: usize) {
+    const SHORT: usize = 16;
+    if n <= SHORT {
+        push_head(
+            out,
+            ZEROS.first_chunk::<{ 2 * SHORT }>().expect("512 bytes"),
+            2 * n,
+        );
+        return;
+    }
     while n > 0 {
         let k = n.min(ZEROS.len() / 2);
         out.extend_from_slice(&ZEROS[..2 * k]);
@@ -225,6 +270,183 @@ fn is_count(tok: &[u8]) -> bool {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+fn not_a_bound(name: &[u8], key: &[u8]) -> Rejection {
+    Rejection::new(
+        Reason::InvalidBucket,
+        format!(
+            "histogram {} has key {:?}, not a bucket lower bound",
+            text(name),
+            text(key)
+        ),
+    )
+}
+
+/// Reads the `values` object at `i` (`b[i] == '{'`) if every entry has the plain
+/// shape `"<canonical integer>":<digits>` with nothing in between, appending the
+/// entries to `fast`; returns the position after the object. Anything else (spaces,
+/// escapes, signs, leading zeros, fractions, other values, syntax errors) returns
+/// `None` with `fast` as it was, for the general path to read, so that every
+/// rejection and its detail come from one place.
+///
+/// Histograms are almost all values entries, so this is the converter's hot loop:
+/// it replaces a string scan, a span, a number scan and an intermediate entry per
+/// bucket.
+fn fast_values(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
+    let start = fast.len();
+    let end = fast_values_in(fast, b, i);
+    if end.is_none() {
+        fast.truncate(start);
+    }
+    end
+}
+
+fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
+    // Longer keys could overflow; no bucket bound has that many digits anyway, but
+    // the general path reports them.
+    const MAX_KEY_DIGITS: usize = 18;
+    let digits_from = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    // Canonical integer text: digits, no leading zero unless it is "0".
+    let canonical = |s: usize, e: usize| e > s && (e - s == 1 || b[s] != b'0');
+    let mut i = i + 1;
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let ks = i + 1;
+        let ke = digits_from(ks);
+        if !canonical(ks, ke) || ke - ks > MAX_KEY_DIGITS || b.get(ke..ke + 2) != Some(b"\":") {
+            return None;
+        }
+        let key = b[ks..ke]
+            .iter()
+            .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0'));
+        let cs = ke + 2;
+        let ce = digits_from(cs);
+        if !canonical(cs, ce) {
+            return None;
+        }
+        fast.push(FastValue {
+            key,
+            count: (cs, ce),
+        });
+        match b.get(ce) {
+            Some(b',') => i = ce + 1,
+            Some(b'}') => return Some(ce + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads the histogram object at `i` (`b[i] == '{'`) if it has the plain shape
+/// payloads carry: no whitespace or escapes, every key one the converter reads or
+/// `range`/`histogram_type`, numbers for `bucket_count`, `histogram_type` and the
+/// statistics, an array of numbers for `range`, and a `values` object that
+/// [`fast_values`] reads. Returns the body and the position after the object, or
+/// `None` (with `fast` as it was) for the general path, like `fast_values`.
+///
+/// The members around `values` are as many tokens as the values themselves; here
+/// each costs a byte compare instead of a string scan, a span and a table search.
+fn fast_hist(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody, usize)> {
+    let start = fast.len();
+    let r = fast_hist_in(fast, b, i);
+    if r.is_none() {
+        fast.truncate(start);
+    }
+    r
+}
+
+fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody, usize)> {
+    let number = |i: usize| match b.get(i) {
+        Some(b'-' | b'0'..=b'9') => json::scan_number(b, i).ok(),
+        _ => None,
+    };
+    let mut bucket_count = BucketCount::Absent;
+    let mut values = Values::Missing;
+    let mut sums = [None; 5];
+    let mut i = i + 1;
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let ks = i + 1;
+        let ke = ks
+            + b.get(ks..)?
+                .iter()
+                .position(|&c| !(c.is_ascii_lowercase() || c == b'_'))?;
+        if b.get(ke..ke + 2) != Some(b"\":") {
+            return None;
+        }
+        let vi = ke + 2;
+        let end = match &b[ks..ke] {
+            b"values" => {
+                if b.get(vi) != Some(&b'{') {
+                    return None;
+                }
+                let first = fast.len();
+                let end = fast_values(fast, b, vi)?;
+                values = Values::Fast(first, fast.len());
+                end
+            }
+            b"range" => fast_numbers(b, vi)?,
+            b"histogram_type" => number(vi)?,
+            b"bucket_count" => {
+                let end = number(vi)?;
+                bucket_count = BucketCount::Number(vi, end);
+                end
+            }
+            key => {
+                let k = SUM_FIELDS.iter().position(|f| *f == key)?;
+                let end = number(vi)?;
+                sums[k] = Some((vi, end));
+                end
+            }
+        };
+        match b.get(end) {
+            Some(b',') => i = end + 1,
+            Some(b'}') => {
+                let body = HistBody::Object {
+                    bucket_count,
+                    values,
+                    sums,
+                };
+                return Some((body, end + 1));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Checks the array of numbers at `i` (`[1,2]`, no whitespace); returns the position
+/// after it, or `None` for anything else.
+fn fast_numbers(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    let mut i = i + 1;
+    if b.get(i) == Some(&b']') {
+        return Some(i + 1);
+    }
+    loop {
+        if !matches!(b.get(i), Some(b'-' | b'0'..=b'9')) {
+            return None;
+        }
+        let end = json::scan_number(b, i).ok()?;
+        match b.get(end) {
+            Some(b',') => i = end + 1,
+            Some(b']') => return Some(end + 1),
+            _ => return None,
+        }
+    }
 }
 
 impl<'m> Converter<'m> {
@@ -259,6 +481,8 @@ impl<'m> Converter<'m> {
             arena: Vec::new(),
             hists: Vec::new(),
             values: Vec::new(),
+            fast: Vec::new(),
+            fast_path: true,
             counts: Vec::new(),
             dropped: Vec::new(),
             dropped_names: Vec::new(),
@@ -320,11 +544,14 @@ impl<'m> Converter<'m> {
                 &owned
             }
         };
-        if let Err(e) = std::str::from_utf8(payload) {
-            return reject(
-                Reason::CorruptedData,
-                format!("value is not utf-8 (byte {})", e.valid_up_to()),
-            );
+        // Most payloads are ASCII, which is much cheaper to check than UTF-8.
+        if !payload.is_ascii() {
+            if let Err(e) = std::str::from_utf8(payload) {
+                return reject(
+                    Reason::CorruptedData,
+                    format!("value is not utf-8 (byte {})", e.valid_up_to()),
+                );
+            }
         }
         self.run(payload, path_dims)?;
         Ok(Converted {
@@ -445,10 +672,10 @@ impl<'m> Converter<'m> {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
             // Canonical text with a backslash cannot be a definition name.
-            let def = std::str::from_utf8(name_bytes)
-                .ok()
-                .filter(|n| !n.contains('\\'))
-                .and_then(|n| defs.lookup(n));
+            let def = match memchr::memchr(b'\\', name_bytes) {
+                None => defs.lookup_bytes(name_bytes),
+                Some(_) => None,
+            };
             let Some(def) = def else {
                 let start = self.dropped_names.len();
                 self.dropped_names.extend_from_slice(name_bytes);
@@ -467,7 +694,7 @@ impl<'m> Converter<'m> {
                 );
             };
             self.check_bucket_count(b, name_bytes, def, bucket_count)?;
-            self.fill_counts(b, arena, name_bytes, def, values)?;
+            // A rejection discards what was written, so writing may go with checking.
             if !first {
                 self.hbuf.push(b',');
             }
@@ -475,26 +702,31 @@ impl<'m> Converter<'m> {
             self.hbuf.push(b'"');
             self.hbuf.extend_from_slice(name_bytes);
             self.hbuf.extend_from_slice(b"\":[");
-            // Counts are sparse: write runs of empty buckets from a ready-made "0,0,…".
-            let mut zeros = 0;
-            for c in &self.counts {
-                match c {
-                    Some((s, e)) => {
-                        push_zeros(&mut self.hbuf, zeros);
-                        zeros = 0;
-                        self.hbuf.extend_from_slice(&b[*s..*e]);
-                        self.hbuf.push(b',');
-                    }
-                    None => zeros += 1,
+            match values {
+                Values::Missing => {
+                    return reject(
+                        Reason::InvalidBucket,
+                        format!("histogram {} has no values", text(name_bytes)),
+                    )
                 }
+                Values::NotObject => {
+                    return reject(
+                        Reason::InvalidBucket,
+                        format!("histogram {} values is not an object", text(name_bytes)),
+                    )
+                }
+                Values::Entries(s, e) => {
+                    self.fill_counts(b, arena, name_bytes, def, s, e)?;
+                    self.write_counts(b);
+                }
+                Values::Fast(s, e) => self.write_fast(b, name_bytes, def, s, e)?,
             }
-            push_zeros(&mut self.hbuf, zeros);
             for (k, s) in sums.iter().enumerate() {
                 if k > 0 {
                     self.hbuf.push(b',');
                 }
                 match s {
-                    Some((s, e)) => self.hbuf.extend_from_slice(&b[*s..*e]),
+                    Some(tok) => push_token(&mut self.hbuf, b, *tok),
                     None => self.hbuf.extend_from_slice(b"-1"),
                 }
             }
@@ -537,30 +769,92 @@ impl<'m> Converter<'m> {
         }
     }
 
-    /// Checks every key, then every count, and fills `counts` by bucket.
+    /// Writes `counts` as the bucket array's counts, each followed by a comma.
+    fn write_counts(&mut self, b: &[u8]) {
+        // Counts are sparse: write runs of empty buckets from a ready-made "0,0,…".
+        let mut zeros = 0;
+        for c in &self.counts {
+            match c {
+                Some((s, e)) => {
+                    push_zeros(&mut self.hbuf, zeros);
+                    zeros = 0;
+                    push_token(&mut self.hbuf, b, (*s, *e));
+                    self.hbuf.push(b',');
+                }
+                None => zeros += 1,
+            }
+        }
+        push_zeros(&mut self.hbuf, zeros);
+    }
+
+    /// Like `fill_counts` then `write_counts`, for the entries `fast[s..e]`: while
+    /// their buckets ascend (the usual order) they are written as they come, without
+    /// `counts`; on the first that goes back (a duplicate or a payload out of order)
+    /// the histogram is written again through `counts`. Fast counts are all valid, so
+    /// the one possible rejection is the first key that is not a bound, as there.
+    fn write_fast(
+        &mut self,
+        b: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        s: usize,
+        e: usize,
+    ) -> Result<(), Rejection> {
+        let at = self.hbuf.len();
+        let mut next = 0;
+        for v in &self.fast[s..e] {
+            // At most 18 digits: the key fits.
+            let key = v.key as i64;
+            let Some(idx) = def.bucket_index_from(key, next) else {
+                if def.buckets[..next].binary_search(&key).is_ok() {
+                    return self.write_fast_unordered(b, name, def, s, e, at);
+                }
+                return Err(not_a_bound(name, v.key.to_string().as_bytes()));
+            };
+            push_zeros(&mut self.hbuf, idx - next);
+            push_token(&mut self.hbuf, b, v.count);
+            self.hbuf.push(b',');
+            next = idx + 1;
+        }
+        push_zeros(&mut self.hbuf, def.buckets.len() - next);
+        Ok(())
+    }
+
+    /// `write_fast` for entries whose buckets do not ascend: rewrites from `at`.
+    fn write_fast_unordered(
+        &mut self,
+        b: &[u8],
+        name: &[u8],
+        def: &HistDef,
+        s: usize,
+        e: usize,
+        at: usize,
+    ) -> Result<(), Rejection> {
+        self.hbuf.truncate(at);
+        self.counts.clear();
+        self.counts.resize(def.buckets.len(), None);
+        for v in &self.fast[s..e] {
+            match def.buckets.binary_search(&(v.key as i64)) {
+                // A later entry for the same bucket wins, as in `fill_counts`.
+                Ok(idx) => self.counts[idx] = Some(v.count),
+                Err(_) => return Err(not_a_bound(name, v.key.to_string().as_bytes())),
+            }
+        }
+        self.write_counts(b);
+        Ok(())
+    }
+
+    /// Checks every key of `values[s..e]`, then every count, and fills `counts` by
+    /// bucket.
     fn fill_counts(
         &mut self,
         b: &[u8],
         arena: &[u8],
         name: &[u8],
         def: &HistDef,
-        values: Values,
+        s: usize,
+        e: usize,
     ) -> Result<(), Rejection> {
-        let (s, e) = match values {
-            Values::Entries(s, e) => (s, e),
-            Values::Missing => {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!("histogram {} has no values", text(name)),
-                )
-            }
-            Values::NotObject => {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!("histogram {} values is not an object", text(name)),
-                )
-            }
-        };
         self.counts.clear();
         self.counts.resize(def.buckets.len(), None);
         let mut bad_count: Option<usize> = None;
@@ -571,14 +865,7 @@ impl<'m> Converter<'m> {
             let idx = def.bucket_index_near(key_bytes, hint);
             hint = idx.map_or(0, |i| i + 1);
             let Some(idx) = idx else {
-                return reject(
-                    Reason::InvalidBucket,
-                    format!(
-                        "histogram {} has key {:?}, not a bucket lower bound",
-                        text(name),
-                        text(key_bytes)
-                    ),
-                );
+                return Err(not_a_bound(name, key_bytes));
             };
             match count {
                 Some((cs, ce)) if is_count(&b[cs..ce]) => self.counts[idx] = Some((cs, ce)),
@@ -629,6 +916,7 @@ impl<'m> Converter<'m> {
         self.arena.clear();
         self.hists.clear();
         self.values.clear();
+        self.fast.clear();
         self.hist_at = None;
         for f in &mut self.fields {
             f.present = false;
@@ -833,6 +1121,12 @@ impl<'m> Converter<'m> {
                 });
                 return Ok(end);
             }
+            if this.fast_path {
+                if let Some((body, end)) = fast_hist(&mut this.fast, b, vi) {
+                    this.hists.push(HistIr { name, body });
+                    return Ok(end);
+                }
+            }
             let mut bucket_count = BucketCount::Absent;
             let mut values = Values::Missing;
             let mut sums = [None; 5];
@@ -840,6 +1134,13 @@ impl<'m> Converter<'m> {
                 let key = key.bytes(b, &this.arena);
                 if key == b"values" {
                     if b.get(vi) == Some(&b'{') {
+                        if this.fast_path {
+                            let start = this.fast.len();
+                            if let Some(end) = fast_values(&mut this.fast, b, vi) {
+                                values = Values::Fast(start, this.fast.len());
+                                return Ok(end);
+                            }
+                        }
                         let start = this.values.len();
                         let end = this.members(b, vi, |this, key, vi| {
                             let (count, end) = this.number_or_skip(b, vi, 4)?;
@@ -1224,6 +1525,290 @@ mod tests {
             ("http://hg.mozilla.org//rev/a55c55edf302", None),
         ] {
             assert_eq!(parse_revision_url(url).as_deref(), want, "{url}");
+        }
+    }
+
+    /// Everything a conversion yields, owned, to compare two converters.
+    type Outcome = Result<(Vec<u8>, String, Vec<String>, Vec<String>), Rejection>;
+
+    fn outcome(c: &mut Converter<'_>, key: &[u8], value: &[u8]) -> Outcome {
+        c.convert_legacy(key, value).map(|out| {
+            (
+                out.line.to_vec(),
+                out.partition.to_string(),
+                out.dims.to_vec(),
+                out.dropped().map(str::to_string).collect(),
+            )
+        })
+    }
+
+    /// Generated records, a third of them rejected for one reason or another (most
+    /// for their histograms), none gzipped so that mutations reach the JSON.
+    fn generated() -> &'static [(Vec<u8>, Vec<u8>)] {
+        use crate::gen::{calendar, Framing, GenOptions, RecordGen, RejectRates};
+        static RECORDS: std::sync::OnceLock<Vec<(Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+        RECORDS.get_or_init(|| {
+            let mut rates = RejectRates::uniform(0.15);
+            for r in [HistogramMismatch, InvalidBucket, InvalidCount] {
+                rates.set(r, 0.06);
+            }
+            let opts = GenOptions {
+                reject_rates: rates,
+                gzip_rate: 0.0,
+                histograms: 60,
+                ..GenOptions::default()
+            };
+            let mut gen = RecordGen::new(Mappings::embedded().unwrap(), 7, opts);
+            let day = calendar::parse_day("2013-10-11").unwrap();
+            (0..64)
+                .map(|_| {
+                    let r = gen.record(day, Framing::SequenceFile);
+                    (r.key, r.value)
+                })
+                .collect()
+        })
+    }
+
+    /// One edit of a payload at `pos` (modulo its length); `kind` picks the edit
+    /// and `byte` parametrises it. They aim at what the fast path must hand over to
+    /// the general one: whitespace, escapes, signs, leading zeros, fractions, long
+    /// keys, duplicate and out-of-order entries, broken syntax.
+    /// With `in_histogram`, the edit lands in or just before the `values` object after
+    /// `pos`, where the fast paths work.
+    fn mutate(v: &mut Vec<u8>, pos: usize, in_histogram: bool, kind: u8, byte: u8) {
+        if v.is_empty() {
+            return;
+        }
+        let mut p = pos % v.len();
+        if in_histogram {
+            const VALUES: &[u8] = b"\"values\":{";
+            let found = memchr::memmem::find(&v[p..], VALUES)
+                .map(|k| p + k)
+                .or_else(|| memchr::memmem::find(v, VALUES));
+            if let Some(at) = found {
+                p = if pos % 3 == 0 {
+                    at.saturating_sub(pos % 80)
+                } else {
+                    (at + VALUES.len() + pos % 48).min(v.len() - 1)
+                };
+            }
+        }
+        // The position after the next comma from `from`, if any.
+        let after_comma =
+            |v: &[u8], from: usize| memchr::memchr(b',', v.get(from..)?).map(|k| from + k + 1);
+        match kind % 10 {
+            0 => v[p] = byte,
+            1 => v[p] = b" \"\\0019-.e,}:{\n+"[byte as usize % 16],
+            2 => v.insert(p, b" \t\n\r"[byte as usize % 4]),
+            3 if v[p].is_ascii_digit() => {
+                let esc = format!("\\u003{}", v[p] as char);
+                v.splice(p..=p, esc.bytes());
+            }
+            3 | 4 => {
+                v.remove(p);
+            }
+            5 => {
+                let run = vec![b"09"[byte as usize % 2]; 1 + byte as usize % 24];
+                v.splice(p..p, run);
+            }
+            // Repeat the member after the next comma, maybe with another value: a
+            // duplicate key.
+            6 => {
+                if let Some(s) = after_comma(v, p) {
+                    if let Some(e) = after_comma(v, s) {
+                        let mut member = v[s..e].to_vec();
+                        let colon = memchr::memchr(b':', &member).unwrap_or(0);
+                        if let Some(d) = member[colon..].iter_mut().find(|c| c.is_ascii_digit()) {
+                            *d = b'1' + (*d - b'0' + byte % 9) % 9;
+                        }
+                        v.splice(s..s, member);
+                    }
+                }
+            }
+            // Swap the next two members: buckets out of order.
+            7 => {
+                if let Some(a) = after_comma(v, p) {
+                    if let Some(b) = after_comma(v, a) {
+                        if let Some(c) = after_comma(v, b) {
+                            let mut swapped = v[b..c - 1].to_vec();
+                            swapped.push(b',');
+                            swapped.extend_from_slice(&v[a..b - 1]);
+                            v.splice(a..c - 1, swapped);
+                        }
+                    }
+                }
+            }
+            // Something before the next closing bracket: `[1,]`, `{"a":1"}`...
+            8 => {
+                if let Some(k) = v[p..].iter().position(|&c| c == b']' || c == b'}') {
+                    v.insert(p + k, b",]}\"1"[byte as usize % 5]);
+                }
+            }
+            // A leading zero or a sign before the next digit run.
+            _ => {
+                if let Some(k) = v[p..].iter().position(u8::is_ascii_digit) {
+                    v.insert(p + k, if byte % 2 == 0 { b'0' } else { b'-' });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generated_payloads_take_the_fast_path() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let mut fast = 0;
+        for (key, value) in generated() {
+            if c.convert_legacy(key, value).is_ok() {
+                assert!(
+                    c.values.is_empty(),
+                    "a generated values object took the general path"
+                );
+                fast += c.fast.len();
+            }
+        }
+        assert!(fast > 1000, "{fast} entries on the fast path");
+    }
+
+    #[test]
+    fn fast_path_edge_cases_match_general_path() {
+        // A11Y_CONSUMERS has the 12 buckets 0..=11.
+        let cases = [
+            "{}",
+            "{ }",
+            r#"{"0":1}"#,
+            r#"{"0":1,"1":2,"11":3}"#,
+            r#"{"1":2,"0":1}"#,
+            r#"{"0":1,"0":2}"#,
+            r#"{"2":1,"3":2,"1":3,"99":4}"#,
+            r#"{"2":1,"99":4,"1":3}"#,
+            r#"{"0":1."1":2}"#,
+            r#"{"0":1 ,"1":2}"#,
+            r#"{ "0":1}"#,
+            r#"{"0" :1}"#,
+            r#"{"0": 1}"#,
+            r#"{"0":1 }"#,
+            r#"{"00":1}"#,
+            r#"{"01":1}"#,
+            r#"{"-0":1}"#,
+            r#"{"-1":1}"#,
+            r#"{"+1":1}"#,
+            r#"{"12":1}"#,
+            r#"{"":1}"#,
+            r#"{"5":01}"#,
+            r#"{"5":-1}"#,
+            r#"{"5":-0}"#,
+            r#"{"5":1.0}"#,
+            r#"{"5":1e2}"#,
+            r#"{"5":1E2}"#,
+            r#"{"5":"1"}"#,
+            r#"{"5":null}"#,
+            r#"{"5":[1]}"#,
+            r#"{"5":{}}"#,
+            r#"{"5":18446744073709551616}"#,
+            r#"{"\u0035":1}"#,
+            r#"{"1\u0030":1}"#,
+            r#"{"123456789012345678":1}"#,
+            r#"{"1234567890123456789":1}"#,
+            r#"{"99999999999999999999999":1}"#,
+            r#"{"3":1,"x":2}"#,
+            r#"{"3":-1,"x":1}"#,
+            r#"{"5":1,}"#,
+            r#"{"5":1"#,
+            r#"{"5":}"#,
+            r#"{"5"}"#,
+            r#"{"5":1}}"#,
+            r#"{5:1}"#,
+        ];
+        let bodies = [
+            r#"{}"#,
+            r#"{"values":{"1":2}}"#,
+            r#"{"range":[1,11],"bucket_count":12,"histogram_type":1,"values":{"1":2},"sum":3,"log_sum":1.5,"log_sum_squares":-2.25e1,"sum_squares_lo":0,"sum_squares_hi":0}"#,
+            r#"{"bucket_count":12,"values":{"1":2},"sum":1,"bucket_count":13}"#,
+            r#"{"bucket_count":13,"values":{"1":2},"bucket_count":12}"#,
+            r#"{"values":{"1":2},"values":{"3":4}}"#,
+            r#"{"values":{"1":2},"values":{"3":-4}}"#,
+            r#"{"values":{"1":2},"values":[]}"#,
+            r#"{"values":{"1":2},"sum":1,"sum":2}"#,
+            r#"{"bucket_count":12.0,"values":{"1":2}}"#,
+            r#"{"bucket_count":1.2e1,"values":{"1":2}}"#,
+            r#"{"bucket_count":-12,"values":{"1":2}}"#,
+            r#"{"bucket_count":"12","values":{"1":2}}"#,
+            r#"{"bucket_count":012,"values":{"1":2}}"#,
+            r#"{"bucket_count":12 ,"values":{"1":2}}"#,
+            r#"{ "bucket_count":12,"values":{"1":2}}"#,
+            r#"{"bucket_count" :12,"values":{"1":2}}"#,
+            r#"{"bucket_count":12,"values":{"1":2} }"#,
+            r#"{"bucket_\u0063ount":13,"values":{"1":2}}"#,
+            r#"{"Bucket_count":13,"values":{"1":2}}"#,
+            r#"{"foo":1,"values":{"1":2}}"#,
+            r#"{"foo":{"values":{"1":2}},"values":{"1":3}}"#,
+            r#"{"range":[],"values":{"1":2}}"#,
+            r#"{"range":[1, 11],"values":{"1":2}}"#,
+            r#"{"range":[1,"11"],"values":{"1":2}}"#,
+            r#"{"range":[1,11,],"values":{"1":2}}"#,
+            r#"{"range":[1,01],"values":{"1":2}}"#,
+            r#"{"range":{},"values":{"1":2}}"#,
+            r#"{"range":[1,11}"values":{"1":2}}"#,
+            r#"{"histogram_type":"1","values":{"1":2}}"#,
+            r#"{"histogram_type":null,"values":{"1":2}}"#,
+            r#"{"values":{"1":2},"sum":null,"log_sum":"1"}"#,
+            r#"{"values":{"1":2},"sum":1.}"#,
+            r#"{"values":{"1":2},"sum":-}"#,
+            r#"{"values":{"1":2},"sum":1,}"#,
+            r#"{"values":{"1":2},"sum":1"#,
+            r#"{"values":{"1":2},"sum""#,
+            r#"{"values":{"1":2},"sum":1]"#,
+            "[1]",
+            "null",
+        ];
+        let hists = cases
+            .iter()
+            .map(|values| format!(r#"{{"bucket_count":12,"values":{values},"sum":1}}"#))
+            .chain(bodies.iter().map(|b| b.to_string()));
+        let m = Mappings::embedded().unwrap();
+        let mut fast = Converter::new(m);
+        let mut general = Converter::new(m);
+        general.fast_path = false;
+        for hist in hists {
+            for second in ["", r#","A11Y_INSTANTIATED_FLAG":{"values":{"5":1}}"#] {
+                let v = payload(&format!(r#"{{"A11Y_CONSUMERS":{hist}{second}}}"#));
+                assert_eq!(
+                    outcome(&mut fast, &key(), v.as_bytes()),
+                    outcome(&mut general, &key(), v.as_bytes()),
+                    "{v}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The fast path yields exactly what the general path alone does: the same
+        /// line, partition, dimensions and dropped names, or the same rejection with
+        /// the same detail.
+        #[test]
+        fn fast_path_matches_general_path(
+            record in 0usize..64,
+            edits in proptest::collection::vec(
+                proptest::prelude::any::<(usize, bool, u8, u8)>(),
+                0..4,
+            ),
+        ) {
+            let (key, value) = &generated()[record];
+            let mut value = value.clone();
+            for (pos, in_histogram, kind, byte) in edits {
+                mutate(&mut value, pos, in_histogram, kind, byte);
+            }
+            let m = Mappings::embedded().unwrap();
+            let mut fast = Converter::new(m);
+            let mut general = Converter::new(m);
+            general.fast_path = false;
+            proptest::prop_assert_eq!(
+                outcome(&mut fast, key, &value),
+                outcome(&mut general, key, &value)
+            );
         }
     }
 

@@ -9,7 +9,9 @@
 //! skipped with a warning, never fatal. Which file belongs to which revision is
 //! `mappings`'s business; converting payloads is `convert`'s.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
 
@@ -133,6 +135,22 @@ impl HistDef {
         }
         self.buckets.binary_search(&value).ok()
     }
+
+    /// The index of the bucket whose lower bound is `value`, looking only at buckets
+    /// `from..`. A payload's keys ascend, mostly by one bucket or a few, so the next
+    /// few bounds are tried before a binary search of the rest.
+    #[inline]
+    pub fn bucket_index_from(&self, value: i64, from: usize) -> Option<usize> {
+        const NEAR: usize = 4;
+        let rest = self.buckets.get(from..)?;
+        for (k, &bound) in rest.iter().take(NEAR).enumerate() {
+            if bound >= value {
+                return (bound == value).then_some(from + k);
+            }
+        }
+        let far = rest.get(NEAR..)?;
+        far.binary_search(&value).ok().map(|k| from + NEAR + k)
+    }
 }
 
 /// Parse `bytes` as an `i64` only if `bytes` is exactly how that integer prints.
@@ -246,7 +264,25 @@ fn ascending(buckets: Vec<i64>) -> Result<Vec<i64>, String> {
 pub struct Definitions {
     // foldhash: the look-up runs for every histogram of every record, and the
     // names are not attacker-chosen keys of a long-lived server map.
-    defs: HashMap<String, HistDef, foldhash::fast::FixedState>,
+    defs: HashMap<Name, HistDef, foldhash::fast::FixedState>,
+}
+
+/// A definition's name, looked up by the payload's bytes: the converter holds names
+/// as canonical bytes, and going through `&str` cost a UTF-8 check per histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Name(String);
+
+impl Hash for Name {
+    // As its bytes, so that a `[u8]` look-up hashes alike (`str` hashes differently).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl Definitions {
@@ -278,7 +314,7 @@ impl Definitions {
         for (name, def) in &map {
             match HistDef::from_definition(def) {
                 Ok(d) => {
-                    defs.insert(name.clone(), d);
+                    defs.insert(Name(name.clone()), d);
                 }
                 Err(why) => warnings.push(format!("{origin}: histogram {name} skipped: {why}")),
             }
@@ -290,8 +326,14 @@ impl Definitions {
     /// `STARTUP_<x>` the definition of `<x>`.
     #[inline]
     pub fn lookup(&self, name: &str) -> Option<&HistDef> {
+        self.lookup_bytes(name.as_bytes())
+    }
+
+    /// [`Definitions::lookup`] by the name's bytes.
+    #[inline]
+    pub fn lookup_bytes(&self, name: &[u8]) -> Option<&HistDef> {
         self.defs.get(name).or_else(|| {
-            name.strip_prefix("STARTUP_")
+            name.strip_prefix(b"STARTUP_")
                 .and_then(|base| self.defs.get(base))
         })
     }
@@ -308,7 +350,7 @@ impl Definitions {
 
     /// Every computed definition by name, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &HistDef)> + '_ {
-        self.defs.iter().map(|(k, v)| (k.as_str(), v))
+        self.defs.iter().map(|(k, v)| (k.0.as_str(), v))
     }
 }
 
@@ -681,6 +723,28 @@ mod tests {
         assert_eq!(neg.bucket_index("-5"), Some(1));
         assert_eq!(neg.bucket_index("-9223372036854775808"), Some(0));
         assert_eq!(neg.bucket_index("-05"), None);
+    }
+
+    #[test]
+    fn bucket_index_from_looks_only_ahead() {
+        let buckets: Vec<i64> = (0..40).map(|i| i * i).collect();
+        let d = HistDef {
+            kind: Kind::Exponential,
+            buckets: buckets.clone(),
+        };
+        for from in 0..=buckets.len() + 1 {
+            for value in -1..1700 {
+                let want = buckets
+                    .iter()
+                    .position(|&b| b == value)
+                    .filter(|&i| i >= from);
+                assert_eq!(
+                    d.bucket_index_from(value, from),
+                    want,
+                    "{value} from {from}"
+                );
+            }
+        }
     }
 
     proptest::proptest! {
