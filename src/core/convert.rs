@@ -302,6 +302,41 @@ fn fast_values(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
     end
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The 8 bytes at `i` as a little-endian word (first byte lowest), if there are 8.
+#[inline]
+fn word_at(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i..)?
+        .first_chunk::<8>()
+        .map(|w| u64::from_le_bytes(*w))
+}
+
+/// How many of the bytes of `word` are ASCII digits before the first that is not
+/// (8 when all are).
+#[inline]
+fn leading_digits(word: u64) -> usize {
+    // Digits become 0..=9; a byte of 10 or more gets its top bit set by adding 0x76,
+    // or had it already. A carry out of a byte only reaches bytes after one that is
+    // flagged, so the first flag is exact.
+    let t = word ^ (u64::from(b'0') * ONES);
+    let not_digit = (t.wrapping_add(0x76 * ONES) | t) & (0x80 * ONES);
+    not_digit.trailing_zeros() as usize / 8
+}
+
+/// The value of the first `n` (1..=8) bytes of `word`, which are ASCII digits.
+#[inline]
+fn digits_value(word: u64, n: usize) -> u64 {
+    debug_assert!((1..=8).contains(&n));
+    // Move the digits to the top so that the bytes below are leading zeros, then
+    // combine neighbours: pairs, then quads, then the two halves (the first byte is
+    // the most significant digit).
+    let t = (word & (0x0f * ONES)) << (8 * (8 - n));
+    let t = (t * 10 + (t >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let t = (t * 100 + (t >> 16)) & 0x0000_ffff_0000_ffff;
+    (t * 10_000 + (t >> 32)) & 0xffff_ffff
+}
+
 fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
     // Longer keys could overflow; no bucket bound has that many digits anyway, but
     // the general path reports them.
@@ -311,6 +346,12 @@ fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize
             j += 1;
         }
         j
+    };
+    // Keys and counts are short: a word at a time, without a loop per digit; a
+    // longer one, or one at the very end of the input, byte by byte.
+    let digits = |j: usize| match word_at(b, j) {
+        Some(w) if leading_digits(w) < 8 => (j + leading_digits(w), Some(w)),
+        _ => (digits_from(j), None),
     };
     // Canonical integer text: digits, no leading zero unless it is "0".
     let canonical = |s: usize, e: usize| e > s && (e - s == 1 || b[s] != b'0');
@@ -323,15 +364,18 @@ fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize
             return None;
         }
         let ks = i + 1;
-        let ke = digits_from(ks);
+        let (ke, word) = digits(ks);
         if !canonical(ks, ke) || ke - ks > MAX_KEY_DIGITS || b.get(ke..ke + 2) != Some(b"\":") {
             return None;
         }
-        let key = b[ks..ke]
-            .iter()
-            .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0'));
+        let key = match word {
+            Some(w) => digits_value(w, ke - ks),
+            None => b[ks..ke]
+                .iter()
+                .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0')),
+        };
         let cs = ke + 2;
-        let ce = digits_from(cs);
+        let (ce, _) = digits(cs);
         if !canonical(cs, ce) {
             return None;
         }
@@ -671,10 +715,11 @@ impl<'m> Converter<'m> {
         for h in 0..self.hists.len() {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
-            // Canonical text with a backslash cannot be a definition name.
-            let def = match memchr::memchr(b'\\', name_bytes) {
-                None => defs.lookup_bytes(name_bytes),
-                Some(_) => None,
+            // Canonical text with a backslash cannot be a definition name; a name
+            // still in the input had no escape, so no backslash.
+            let def = match name {
+                Span::Arena(..) if name_bytes.contains(&b'\\') => None,
+                _ => defs.lookup_bytes(name_bytes),
             };
             let Some(def) = def else {
                 let start = self.dropped_names.len();
@@ -747,6 +792,13 @@ impl<'m> Converter<'m> {
         let ok = match bc {
             BucketCount::Absent => true,
             BucketCount::NotNumber => false,
+            // Plain integers (all real ones) are exact without a float parse.
+            BucketCount::Number(s, e) if e - s <= 15 && is_count(&b[s..e]) => {
+                b[s..e]
+                    .iter()
+                    .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'))
+                    == n as u64
+            }
             BucketCount::Number(s, e) => std::str::from_utf8(&b[s..e])
                 .ok()
                 .and_then(|t| t.parse::<f64>().ok())
@@ -1813,6 +1865,20 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn digits_a_word_at_a_time(bytes in proptest::collection::vec(
+            proptest::prop_oneof![b'0'..=b'9', proptest::prelude::any::<u8>()],
+            8,
+        )) {
+            let w = word_at(&bytes, 0).unwrap();
+            let n = bytes.iter().position(|c| !c.is_ascii_digit()).unwrap_or(8);
+            proptest::prop_assert_eq!(leading_digits(w), n);
+            for k in 1..=n {
+                let want: u64 = std::str::from_utf8(&bytes[..k]).unwrap().parse().unwrap();
+                proptest::prop_assert_eq!(digits_value(w, k), want);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..50),
                                        value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
