@@ -302,28 +302,6 @@ fn fast_values(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
     end
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-
-/// The 8 bytes at `i` as a little-endian word (first byte lowest), if there are 8.
-#[inline]
-fn word_at(b: &[u8], i: usize) -> Option<u64> {
-    b.get(i..)?
-        .first_chunk::<8>()
-        .map(|w| u64::from_le_bytes(*w))
-}
-
-/// How many of the bytes of `word` are ASCII digits before the first that is not
-/// (8 when all are).
-#[inline]
-fn leading_digits(word: u64) -> usize {
-    // Digits become 0..=9; a byte of 10 or more gets its top bit set by adding 0x76,
-    // or had it already. A carry out of a byte only reaches bytes after one that is
-    // flagged, so the first flag is exact.
-    let t = word ^ (u64::from(b'0') * ONES);
-    let not_digit = (t.wrapping_add(0x76 * ONES) | t) & (0x80 * ONES);
-    not_digit.trailing_zeros() as usize / 8
-}
-
 /// The value of the first `n` (1..=8) bytes of `word`, which are ASCII digits.
 #[inline]
 fn digits_value(word: u64, n: usize) -> u64 {
@@ -331,7 +309,7 @@ fn digits_value(word: u64, n: usize) -> u64 {
     // Move the digits to the top so that the bytes below are leading zeros, then
     // combine neighbours: pairs, then quads, then the two halves (the first byte is
     // the most significant digit).
-    let t = (word & (0x0f * ONES)) << (8 * (8 - n));
+    let t = (word & 0x0f0f_0f0f_0f0f_0f0f) << (8 * (8 - n));
     let t = (t * 10 + (t >> 8)) & 0x00ff_00ff_00ff_00ff;
     let t = (t * 100 + (t >> 16)) & 0x0000_ffff_0000_ffff;
     (t * 10_000 + (t >> 32)) & 0xffff_ffff
@@ -341,18 +319,6 @@ fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize
     // Longer keys could overflow; no bucket bound has that many digits anyway, but
     // the general path reports them.
     const MAX_KEY_DIGITS: usize = 18;
-    let digits_from = |mut j: usize| {
-        while b.get(j).is_some_and(u8::is_ascii_digit) {
-            j += 1;
-        }
-        j
-    };
-    // Keys and counts are short: a word at a time, without a loop per digit; a
-    // longer one, or one at the very end of the input, byte by byte.
-    let digits = |j: usize| match word_at(b, j) {
-        Some(w) if leading_digits(w) < 8 => (j + leading_digits(w), Some(w)),
-        _ => (digits_from(j), None),
-    };
     // Canonical integer text: digits, no leading zero unless it is "0".
     let canonical = |s: usize, e: usize| e > s && (e - s == 1 || b[s] != b'0');
     let mut i = i + 1;
@@ -364,18 +330,18 @@ fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize
             return None;
         }
         let ks = i + 1;
-        let (ke, word) = digits(ks);
+        let ke = json::digits_end(b, ks);
         if !canonical(ks, ke) || ke - ks > MAX_KEY_DIGITS || b.get(ke..ke + 2) != Some(b"\":") {
             return None;
         }
-        let key = match word {
-            Some(w) => digits_value(w, ke - ks),
-            None => b[ks..ke]
+        let key = match json::word_at(b, ks) {
+            Some(w) if ke - ks <= 8 => digits_value(w, ke - ks),
+            _ => b[ks..ke]
                 .iter()
                 .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0')),
         };
         let cs = ke + 2;
-        let (ce, _) = digits(cs);
+        let ce = json::digits_end(b, cs);
         if !canonical(cs, ce) {
             return None;
         }
@@ -409,6 +375,16 @@ fn fast_hist(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody,
     r
 }
 
+/// The members `fast_hist` reads; `Sum` indexes [`SUM_FIELDS`].
+#[derive(Clone, Copy)]
+enum Member {
+    Range,
+    BucketCount,
+    HistogramType,
+    Values,
+    Sum(usize),
+}
+
 fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody, usize)> {
     let number = |i: usize| match b.get(i) {
         Some(b'-' | b'0'..=b'9') => json::scan_number(b, i).ok(),
@@ -417,22 +393,30 @@ fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBo
     let mut bucket_count = BucketCount::Absent;
     let mut values = Values::Missing;
     let mut sums = [None; 5];
+    // Whether the key at `i`, with its quotes and the colon, is `lit`: compared
+    // whole, not scanned a byte at a time.
+    let key = |i: usize, lit: &'static [u8]| b.get(i..i + lit.len()) == Some(lit);
     let mut i = i + 1;
     loop {
-        if b.get(i) != Some(&b'"') {
+        // Told apart by their first letter.
+        let (member, lit): (Member, &'static [u8]) = match b.get(i..i + 2)? {
+            b"\"r" => (Member::Range, b"\"range\":"),
+            b"\"b" => (Member::BucketCount, b"\"bucket_count\":"),
+            b"\"h" => (Member::HistogramType, b"\"histogram_type\":"),
+            b"\"v" => (Member::Values, b"\"values\":"),
+            b"\"s" if key(i, b"\"sum\":") => (Member::Sum(0), b"\"sum\":"),
+            b"\"s" if key(i, b"\"sum_squares_lo\":") => (Member::Sum(3), b"\"sum_squares_lo\":"),
+            b"\"s" => (Member::Sum(4), b"\"sum_squares_hi\":"),
+            b"\"l" if key(i, b"\"log_sum\":") => (Member::Sum(1), b"\"log_sum\":"),
+            b"\"l" => (Member::Sum(2), b"\"log_sum_squares\":"),
+            _ => return None,
+        };
+        if !key(i, lit) {
             return None;
         }
-        let ks = i + 1;
-        let ke = ks
-            + b.get(ks..)?
-                .iter()
-                .position(|&c| !(c.is_ascii_lowercase() || c == b'_'))?;
-        if b.get(ke..ke + 2) != Some(b"\":") {
-            return None;
-        }
-        let vi = ke + 2;
-        let end = match &b[ks..ke] {
-            b"values" => {
+        let vi = i + lit.len();
+        let end = match member {
+            Member::Values => {
                 if b.get(vi) != Some(&b'{') {
                     return None;
                 }
@@ -441,15 +425,14 @@ fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBo
                 values = Values::Fast(first, fast.len());
                 end
             }
-            b"range" => fast_numbers(b, vi)?,
-            b"histogram_type" => number(vi)?,
-            b"bucket_count" => {
+            Member::Range => fast_numbers(b, vi)?,
+            Member::HistogramType => number(vi)?,
+            Member::BucketCount => {
                 let end = number(vi)?;
                 bucket_count = BucketCount::Number(vi, end);
                 end
             }
-            key => {
-                let k = SUM_FIELDS.iter().position(|f| *f == key)?;
+            Member::Sum(k) => {
                 let end = number(vi)?;
                 sums[k] = Some((vi, end));
                 end
@@ -1866,14 +1849,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn digits_a_word_at_a_time(bytes in proptest::collection::vec(
-            proptest::prop_oneof![b'0'..=b'9', proptest::prelude::any::<u8>()],
-            8,
-        )) {
-            let w = word_at(&bytes, 0).unwrap();
-            let n = bytes.iter().position(|c| !c.is_ascii_digit()).unwrap_or(8);
-            proptest::prop_assert_eq!(leading_digits(w), n);
-            for k in 1..=n {
+        fn digits_value_of_a_word(bytes in proptest::collection::vec(b'0'..=b'9', 8)) {
+            let w = json::word_at(&bytes, 0).unwrap();
+            for k in 1..=8 {
                 let want: u64 = std::str::from_utf8(&bytes[..k]).unwrap().parse().unwrap();
                 proptest::prop_assert_eq!(digits_value(w, k), want);
             }

@@ -53,6 +53,46 @@ static SPECIAL: [bool; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The 8 bytes at `i` as a little-endian word (first byte lowest), if there are 8.
+#[inline]
+pub(crate) fn word_at(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i..)?
+        .first_chunk::<8>()
+        .map(|w| u64::from_le_bytes(*w))
+}
+
+/// How many of the bytes of `word` are ASCII digits before the first that is not
+/// (8 when all are).
+#[inline]
+pub(crate) fn leading_digits(word: u64) -> usize {
+    // Digits become 0..=9; a byte of 10 or more gets its top bit set by adding 0x76,
+    // or had it already. A carry out of a byte only reaches bytes after one that is
+    // flagged, so the first flag is exact.
+    let t = word ^ (u64::from(b'0') * ONES);
+    let not_digit = (t.wrapping_add(0x76 * ONES) | t) & (0x80 * ONES);
+    not_digit.trailing_zeros() as usize / 8
+}
+
+/// The position of the first byte at or after `i` that is not an ASCII digit, or
+/// `b.len()`: a word at a time, since numbers are short but of every length, and a
+/// loop per digit mispredicts its exit at each change of length.
+#[inline]
+pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(w) = word_at(b, i) {
+        let n = leading_digits(w);
+        i += n;
+        if n < 8 {
+            return i;
+        }
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
 /// The position of the first [`SPECIAL`] byte at or after `i`, or `b.len()`.
 ///
 /// Eight bytes at a time: strings (histogram names, SQL, add-on ids) are mostly
@@ -60,14 +100,12 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// scanners' cost.
 #[inline]
 fn plain_end(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     const TOP: u64 = 0x80 * ONES;
     // Flags the bytes of `v` that are 0. Borrows only reach bytes after a flagged
     // one, so the first flag is exact; the same holds for each test below, so the
     // first flag of their union is the first special byte.
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & TOP;
-    while let Some(w) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let x = u64::from_le_bytes(*w);
+    while let Some(x) = word_at(b, i) {
         let quote = zero(x ^ (u64::from(b'"') * ONES));
         let backslash = zero(x ^ (u64::from(b'\\') * ONES));
         let control = x.wrapping_sub(0x20 * ONES) & !x & TOP;
@@ -326,20 +364,13 @@ pub fn scan_number(b: &[u8], i: usize) -> JResult {
     }
     match b.get(j) {
         Some(b'0') => j += 1,
-        Some(b'1'..=b'9') => {
-            j += 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-        }
+        Some(b'1'..=b'9') => j = digits_end(b, j + 1),
         _ => return err(j, "invalid number"),
     }
     if b.get(j) == Some(&b'.') {
         j += 1;
         let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits_end(b, j);
         if j == s {
             return err(j, "invalid number");
         }
@@ -350,9 +381,7 @@ pub fn scan_number(b: &[u8], i: usize) -> JResult {
             j += 1;
         }
         let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits_end(b, j);
         if j == s {
             return err(j, "invalid number");
         }
@@ -599,6 +628,20 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn digits_a_word_at_a_time(b in proptest::collection::vec(
+            proptest::prop_oneof![b'0'..=b'9', proptest::prelude::any::<u8>()],
+            0..24,
+        ), from in 0usize..24) {
+            if let Some(w) = word_at(&b, 0) {
+                let n = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+                proptest::prop_assert_eq!(leading_digits(w), n.min(8));
+            }
+            let from = from.min(b.len());
+            let want = (from..b.len()).find(|&i| !b[i].is_ascii_digit()).unwrap_or(b.len());
+            proptest::prop_assert_eq!(digits_end(&b, from), want);
+        }
+
         #[test]
         fn plain_end_agrees_with_the_table(b in proptest::collection::vec(
             proptest::prop_oneof![0x20u8..0x7f, proptest::prelude::any::<u8>()],
