@@ -393,28 +393,32 @@ fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBo
     let mut bucket_count = BucketCount::Absent;
     let mut values = Values::Missing;
     let mut sums = [None; 5];
-    // Whether the key at `i`, with its quotes and the colon, is `lit`: compared
-    // whole, not scanned a byte at a time.
-    let key = |i: usize, lit: &'static [u8]| b.get(i..i + lit.len()) == Some(lit);
     let mut i = i + 1;
     loop {
+        // The position after the key at `i` if it is `lit` (quotes and colon
+        // included): compared whole, with a constant length, not scanned a byte at
+        // a time.
+        let key =
+            |lit: &'static [u8]| (b.get(i..i + lit.len()) == Some(lit)).then_some(i + lit.len());
         // Told apart by their first letter.
-        let (member, lit): (Member, &'static [u8]) = match b.get(i..i + 2)? {
-            b"\"r" => (Member::Range, b"\"range\":"),
-            b"\"b" => (Member::BucketCount, b"\"bucket_count\":"),
-            b"\"h" => (Member::HistogramType, b"\"histogram_type\":"),
-            b"\"v" => (Member::Values, b"\"values\":"),
-            b"\"s" if key(i, b"\"sum\":") => (Member::Sum(0), b"\"sum\":"),
-            b"\"s" if key(i, b"\"sum_squares_lo\":") => (Member::Sum(3), b"\"sum_squares_lo\":"),
-            b"\"s" => (Member::Sum(4), b"\"sum_squares_hi\":"),
-            b"\"l" if key(i, b"\"log_sum\":") => (Member::Sum(1), b"\"log_sum\":"),
-            b"\"l" => (Member::Sum(2), b"\"log_sum_squares\":"),
+        let (member, vi) = match b.get(i + 1)? {
+            b'r' => (Member::Range, key(b"\"range\":")?),
+            b'b' => (Member::BucketCount, key(b"\"bucket_count\":")?),
+            b'h' => (Member::HistogramType, key(b"\"histogram_type\":")?),
+            b'v' => (Member::Values, key(b"\"values\":")?),
+            b's' => match key(b"\"sum\":") {
+                Some(vi) => (Member::Sum(0), vi),
+                None => match key(b"\"sum_squares_lo\":") {
+                    Some(vi) => (Member::Sum(3), vi),
+                    None => (Member::Sum(4), key(b"\"sum_squares_hi\":")?),
+                },
+            },
+            b'l' => match key(b"\"log_sum\":") {
+                Some(vi) => (Member::Sum(1), vi),
+                None => (Member::Sum(2), key(b"\"log_sum_squares\":")?),
+            },
             _ => return None,
         };
-        if !key(i, lit) {
-            return None;
-        }
-        let vi = i + lit.len();
         let end = match member {
             Member::Values => {
                 if b.get(vi) != Some(&b'{') {
