@@ -157,7 +157,6 @@ pub struct Converter<'m> {
     table_fields: [usize; 4],
     fields: Vec<Field>,
     out: Vec<u8>,
-    hbuf: Vec<u8>,
     scratch: Vec<u8>,
     arena: Vec<u8>,
     hists: Vec<HistIr>,
@@ -507,7 +506,6 @@ impl<'m> Converter<'m> {
             table_fields,
             fields,
             out: Vec::new(),
-            hbuf: Vec::new(),
             scratch: Vec::new(),
             arena: Vec::new(),
             hists: Vec::new(),
@@ -611,31 +609,27 @@ impl<'m> Converter<'m> {
             Part::Missing => return reject(Reason::MissingInfo, "no info"),
             Part::NotObject => return reject(Reason::MissingInfo, "info is not an object"),
         }
-        self.hbuf.clear();
         self.dropped.clear();
         self.dropped_names.clear();
+        // The converted histograms, most of the line, are written straight into it
+        // between the two parts of the payload's copy, rather than copied there.
+        self.line.clear();
+        self.line.extend_from_slice(self.doc_id.as_bytes());
+        self.line.push(b'\t');
+        let at = self.hist_at.unwrap_or(self.out.len());
+        self.line.extend_from_slice(&self.out[..at]);
         match hist {
             Part::Missing => {}
             Part::NotObject => return reject(Reason::InvalidBucket, "histograms is not an object"),
-            Part::Object if self.hists.is_empty() => self.hbuf.extend_from_slice(b"{}"),
+            Part::Object if self.hists.is_empty() => self.line.extend_from_slice(b"{}"),
             Part::Object => {
                 let defs = self.definitions()?;
                 self.convert_histograms(b, defs)?;
             }
         }
-        self.route(path_dims);
-        self.line.clear();
-        self.line.extend_from_slice(self.doc_id.as_bytes());
-        self.line.push(b'\t');
-        match self.hist_at {
-            Some(at) => {
-                self.line.extend_from_slice(&self.out[..at]);
-                self.line.extend_from_slice(&self.hbuf);
-                self.line.extend_from_slice(&self.out[at..]);
-            }
-            None => self.line.extend_from_slice(&self.out),
-        }
+        self.line.extend_from_slice(&self.out[at..]);
         self.line.push(b'\n');
+        self.route(path_dims);
         Ok(())
     }
 
@@ -698,7 +692,7 @@ impl<'m> Converter<'m> {
         defs: &Definitions,
     ) -> Result<(), Rejection> {
         let mut first = true;
-        self.hbuf.push(b'{');
+        self.line.push(b'{');
         for h in 0..self.hists.len() {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
@@ -728,12 +722,12 @@ impl<'m> Converter<'m> {
             self.check_bucket_count(b, name_bytes, def, bucket_count)?;
             // A rejection discards what was written, so writing may go with checking.
             if !first {
-                self.hbuf.push(b',');
+                self.line.push(b',');
             }
             first = false;
-            self.hbuf.push(b'"');
-            self.hbuf.extend_from_slice(name_bytes);
-            self.hbuf.extend_from_slice(b"\":[");
+            self.line.push(b'"');
+            self.line.extend_from_slice(name_bytes);
+            self.line.extend_from_slice(b"\":[");
             match values {
                 Values::Missing => {
                     return reject(
@@ -755,16 +749,16 @@ impl<'m> Converter<'m> {
             }
             for (k, s) in sums.iter().enumerate() {
                 if k > 0 {
-                    self.hbuf.push(b',');
+                    self.line.push(b',');
                 }
                 match s {
-                    Some(tok) => push_token(&mut self.hbuf, b, *tok),
-                    None => self.hbuf.extend_from_slice(b"-1"),
+                    Some(tok) => push_token(&mut self.line, b, *tok),
+                    None => self.line.extend_from_slice(b"-1"),
                 }
             }
-            self.hbuf.push(b']');
+            self.line.push(b']');
         }
-        self.hbuf.push(b'}');
+        self.line.push(b'}');
         Ok(())
     }
 
@@ -815,15 +809,15 @@ impl<'m> Converter<'m> {
         for c in &self.counts {
             match c {
                 Some((s, e)) => {
-                    push_zeros(&mut self.hbuf, zeros);
+                    push_zeros(&mut self.line, zeros);
                     zeros = 0;
-                    push_token(&mut self.hbuf, b, (*s, *e));
-                    self.hbuf.push(b',');
+                    push_token(&mut self.line, b, (*s, *e));
+                    self.line.push(b',');
                 }
                 None => zeros += 1,
             }
         }
-        push_zeros(&mut self.hbuf, zeros);
+        push_zeros(&mut self.line, zeros);
     }
 
     /// Like `fill_counts` then `write_counts`, for the entries `fast[s..e]`: while
@@ -839,7 +833,7 @@ impl<'m> Converter<'m> {
         s: usize,
         e: usize,
     ) -> Result<(), Rejection> {
-        let at = self.hbuf.len();
+        let at = self.line.len();
         let mut next = 0;
         for v in &self.fast[s..e] {
             // At most 18 digits: the key fits.
@@ -850,12 +844,12 @@ impl<'m> Converter<'m> {
                 }
                 return Err(not_a_bound(name, v.key.to_string().as_bytes()));
             };
-            push_zeros(&mut self.hbuf, idx - next);
-            push_token(&mut self.hbuf, b, v.count);
-            self.hbuf.push(b',');
+            push_zeros(&mut self.line, idx - next);
+            push_token(&mut self.line, b, v.count);
+            self.line.push(b',');
             next = idx + 1;
         }
-        push_zeros(&mut self.hbuf, def.buckets.len() - next);
+        push_zeros(&mut self.line, def.buckets.len() - next);
         Ok(())
     }
 
@@ -869,7 +863,7 @@ impl<'m> Converter<'m> {
         e: usize,
         at: usize,
     ) -> Result<(), Rejection> {
-        self.hbuf.truncate(at);
+        self.line.truncate(at);
         self.counts.clear();
         self.counts.resize(def.buckets.len(), None);
         for v in &self.fast[s..e] {
