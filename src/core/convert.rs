@@ -5,7 +5,11 @@
 //! One pass copies the payload to its canonical form while validating it, reading the
 //! few `info` fields the schema and revision need and parsing `histograms` into a
 //! compact intermediate form; the histograms are converted once the revision is known
-//! and spliced back in their place. The converter owns reusable buffers, so a worker
+//! and written in their place. Histograms of the plain shape every client wrote (no
+//! whitespace, no escapes, the usual members) are read by fast paths (`fast_hist`,
+//! `fast_values`); anything else falls back to the general path, which alone decides
+//! rejections, and the tests check that both give the same bytes and rejections.
+//! The converter owns reusable buffers, so a worker
 //! keeps one [`Converter`] and allocates nothing per record in the steady state.
 //! It does not read files, decide what to do with rejects, or count anything: the
 //! caller owns reports.
