@@ -5,7 +5,11 @@
 //! One pass copies the payload to its canonical form while validating it, reading the
 //! few `info` fields the schema and revision need and parsing `histograms` into a
 //! compact intermediate form; the histograms are converted once the revision is known
-//! and spliced back in their place. The converter owns reusable buffers, so a worker
+//! and written in their place. Histograms of the plain shape every client wrote (no
+//! whitespace, no escapes, the usual members) are read by fast paths (`fast_hist`,
+//! `fast_values`); anything else falls back to the general path, which alone decides
+//! rejections, and the tests check that both give the same bytes and rejections.
+//! The converter owns reusable buffers, so a worker
 //! keeps one [`Converter`] and allocates nothing per record in the steady state.
 //! It does not read files, decide what to do with rejects, or count anything: the
 //! caller owns reports.
@@ -157,7 +161,6 @@ pub struct Converter<'m> {
     table_fields: [usize; 4],
     fields: Vec<Field>,
     out: Vec<u8>,
-    hbuf: Vec<u8>,
     scratch: Vec<u8>,
     arena: Vec<u8>,
     hists: Vec<HistIr>,
@@ -302,16 +305,23 @@ fn fast_values(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
     end
 }
 
+/// The value of the first `n` (1..=8) bytes of `word`, which are ASCII digits.
+#[inline]
+fn digits_value(word: u64, n: usize) -> u64 {
+    debug_assert!((1..=8).contains(&n));
+    // Move the digits to the top so that the bytes below are leading zeros, then
+    // combine neighbours: pairs, then quads, then the two halves (the first byte is
+    // the most significant digit).
+    let t = (word & 0x0f0f_0f0f_0f0f_0f0f) << (8 * (8 - n));
+    let t = (t * 10 + (t >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let t = (t * 100 + (t >> 16)) & 0x0000_ffff_0000_ffff;
+    (t * 10_000 + (t >> 32)) & 0xffff_ffff
+}
+
 fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize> {
     // Longer keys could overflow; no bucket bound has that many digits anyway, but
     // the general path reports them.
     const MAX_KEY_DIGITS: usize = 18;
-    let digits_from = |mut j: usize| {
-        while b.get(j).is_some_and(u8::is_ascii_digit) {
-            j += 1;
-        }
-        j
-    };
     // Canonical integer text: digits, no leading zero unless it is "0".
     let canonical = |s: usize, e: usize| e > s && (e - s == 1 || b[s] != b'0');
     let mut i = i + 1;
@@ -323,15 +333,18 @@ fn fast_values_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<usize
             return None;
         }
         let ks = i + 1;
-        let ke = digits_from(ks);
+        let ke = json::digits_end(b, ks);
         if !canonical(ks, ke) || ke - ks > MAX_KEY_DIGITS || b.get(ke..ke + 2) != Some(b"\":") {
             return None;
         }
-        let key = b[ks..ke]
-            .iter()
-            .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0'));
+        let key = match json::word_at(b, ks) {
+            Some(w) if ke - ks <= 8 => digits_value(w, ke - ks),
+            _ => b[ks..ke]
+                .iter()
+                .fold(0u64, |k, &d| k * 10 + u64::from(d - b'0')),
+        };
         let cs = ke + 2;
-        let ce = digits_from(cs);
+        let ce = json::digits_end(b, cs);
         if !canonical(cs, ce) {
             return None;
         }
@@ -365,6 +378,16 @@ fn fast_hist(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody,
     r
 }
 
+/// The members `fast_hist` reads; `Sum` indexes [`SUM_FIELDS`].
+#[derive(Clone, Copy)]
+enum Member {
+    Range,
+    BucketCount,
+    HistogramType,
+    Values,
+    Sum(usize),
+}
+
 fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBody, usize)> {
     let number = |i: usize| match b.get(i) {
         Some(b'-' | b'0'..=b'9') => json::scan_number(b, i).ok(),
@@ -375,20 +398,32 @@ fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBo
     let mut sums = [None; 5];
     let mut i = i + 1;
     loop {
-        if b.get(i) != Some(&b'"') {
-            return None;
-        }
-        let ks = i + 1;
-        let ke = ks
-            + b.get(ks..)?
-                .iter()
-                .position(|&c| !(c.is_ascii_lowercase() || c == b'_'))?;
-        if b.get(ke..ke + 2) != Some(b"\":") {
-            return None;
-        }
-        let vi = ke + 2;
-        let end = match &b[ks..ke] {
-            b"values" => {
+        // The position after the key at `i` if it is `lit` (quotes and colon
+        // included): compared whole, with a constant length, not scanned a byte at
+        // a time.
+        let key =
+            |lit: &'static [u8]| (b.get(i..i + lit.len()) == Some(lit)).then_some(i + lit.len());
+        // Told apart by their first letter.
+        let (member, vi) = match b.get(i + 1)? {
+            b'r' => (Member::Range, key(b"\"range\":")?),
+            b'b' => (Member::BucketCount, key(b"\"bucket_count\":")?),
+            b'h' => (Member::HistogramType, key(b"\"histogram_type\":")?),
+            b'v' => (Member::Values, key(b"\"values\":")?),
+            b's' => match key(b"\"sum\":") {
+                Some(vi) => (Member::Sum(0), vi),
+                None => match key(b"\"sum_squares_lo\":") {
+                    Some(vi) => (Member::Sum(3), vi),
+                    None => (Member::Sum(4), key(b"\"sum_squares_hi\":")?),
+                },
+            },
+            b'l' => match key(b"\"log_sum\":") {
+                Some(vi) => (Member::Sum(1), vi),
+                None => (Member::Sum(2), key(b"\"log_sum_squares\":")?),
+            },
+            _ => return None,
+        };
+        let end = match member {
+            Member::Values => {
                 if b.get(vi) != Some(&b'{') {
                     return None;
                 }
@@ -397,15 +432,14 @@ fn fast_hist_in(fast: &mut Vec<FastValue>, b: &[u8], i: usize) -> Option<(HistBo
                 values = Values::Fast(first, fast.len());
                 end
             }
-            b"range" => fast_numbers(b, vi)?,
-            b"histogram_type" => number(vi)?,
-            b"bucket_count" => {
+            Member::Range => fast_numbers(b, vi)?,
+            Member::HistogramType => number(vi)?,
+            Member::BucketCount => {
                 let end = number(vi)?;
                 bucket_count = BucketCount::Number(vi, end);
                 end
             }
-            key => {
-                let k = SUM_FIELDS.iter().position(|f| *f == key)?;
+            Member::Sum(k) => {
                 let end = number(vi)?;
                 sums[k] = Some((vi, end));
                 end
@@ -476,7 +510,6 @@ impl<'m> Converter<'m> {
             table_fields,
             fields,
             out: Vec::new(),
-            hbuf: Vec::new(),
             scratch: Vec::new(),
             arena: Vec::new(),
             hists: Vec::new(),
@@ -580,31 +613,27 @@ impl<'m> Converter<'m> {
             Part::Missing => return reject(Reason::MissingInfo, "no info"),
             Part::NotObject => return reject(Reason::MissingInfo, "info is not an object"),
         }
-        self.hbuf.clear();
         self.dropped.clear();
         self.dropped_names.clear();
+        // The converted histograms, most of the line, are written straight into it
+        // between the two parts of the payload's copy, rather than copied there.
+        self.line.clear();
+        self.line.extend_from_slice(self.doc_id.as_bytes());
+        self.line.push(b'\t');
+        let at = self.hist_at.unwrap_or(self.out.len());
+        self.line.extend_from_slice(&self.out[..at]);
         match hist {
             Part::Missing => {}
             Part::NotObject => return reject(Reason::InvalidBucket, "histograms is not an object"),
-            Part::Object if self.hists.is_empty() => self.hbuf.extend_from_slice(b"{}"),
+            Part::Object if self.hists.is_empty() => self.line.extend_from_slice(b"{}"),
             Part::Object => {
                 let defs = self.definitions()?;
                 self.convert_histograms(b, defs)?;
             }
         }
-        self.route(path_dims);
-        self.line.clear();
-        self.line.extend_from_slice(self.doc_id.as_bytes());
-        self.line.push(b'\t');
-        match self.hist_at {
-            Some(at) => {
-                self.line.extend_from_slice(&self.out[..at]);
-                self.line.extend_from_slice(&self.hbuf);
-                self.line.extend_from_slice(&self.out[at..]);
-            }
-            None => self.line.extend_from_slice(&self.out),
-        }
+        self.line.extend_from_slice(&self.out[at..]);
         self.line.push(b'\n');
+        self.route(path_dims);
         Ok(())
     }
 
@@ -667,14 +696,15 @@ impl<'m> Converter<'m> {
         defs: &Definitions,
     ) -> Result<(), Rejection> {
         let mut first = true;
-        self.hbuf.push(b'{');
+        self.line.push(b'{');
         for h in 0..self.hists.len() {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
-            // Canonical text with a backslash cannot be a definition name.
-            let def = match memchr::memchr(b'\\', name_bytes) {
-                None => defs.lookup_bytes(name_bytes),
-                Some(_) => None,
+            // Canonical text with a backslash cannot be a definition name; a name
+            // still in the input had no escape, so no backslash.
+            let def = match name {
+                Span::Arena(..) if name_bytes.contains(&b'\\') => None,
+                _ => defs.lookup_bytes(name_bytes),
             };
             let Some(def) = def else {
                 let start = self.dropped_names.len();
@@ -696,12 +726,12 @@ impl<'m> Converter<'m> {
             self.check_bucket_count(b, name_bytes, def, bucket_count)?;
             // A rejection discards what was written, so writing may go with checking.
             if !first {
-                self.hbuf.push(b',');
+                self.line.push(b',');
             }
             first = false;
-            self.hbuf.push(b'"');
-            self.hbuf.extend_from_slice(name_bytes);
-            self.hbuf.extend_from_slice(b"\":[");
+            self.line.push(b'"');
+            self.line.extend_from_slice(name_bytes);
+            self.line.extend_from_slice(b"\":[");
             match values {
                 Values::Missing => {
                     return reject(
@@ -723,16 +753,16 @@ impl<'m> Converter<'m> {
             }
             for (k, s) in sums.iter().enumerate() {
                 if k > 0 {
-                    self.hbuf.push(b',');
+                    self.line.push(b',');
                 }
                 match s {
-                    Some(tok) => push_token(&mut self.hbuf, b, *tok),
-                    None => self.hbuf.extend_from_slice(b"-1"),
+                    Some(tok) => push_token(&mut self.line, b, *tok),
+                    None => self.line.extend_from_slice(b"-1"),
                 }
             }
-            self.hbuf.push(b']');
+            self.line.push(b']');
         }
-        self.hbuf.push(b'}');
+        self.line.push(b'}');
         Ok(())
     }
 
@@ -747,6 +777,13 @@ impl<'m> Converter<'m> {
         let ok = match bc {
             BucketCount::Absent => true,
             BucketCount::NotNumber => false,
+            // Plain integers (all real ones) are exact without a float parse.
+            BucketCount::Number(s, e) if e - s <= 15 && is_count(&b[s..e]) => {
+                b[s..e]
+                    .iter()
+                    .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'))
+                    == n as u64
+            }
             BucketCount::Number(s, e) => std::str::from_utf8(&b[s..e])
                 .ok()
                 .and_then(|t| t.parse::<f64>().ok())
@@ -776,15 +813,15 @@ impl<'m> Converter<'m> {
         for c in &self.counts {
             match c {
                 Some((s, e)) => {
-                    push_zeros(&mut self.hbuf, zeros);
+                    push_zeros(&mut self.line, zeros);
                     zeros = 0;
-                    push_token(&mut self.hbuf, b, (*s, *e));
-                    self.hbuf.push(b',');
+                    push_token(&mut self.line, b, (*s, *e));
+                    self.line.push(b',');
                 }
                 None => zeros += 1,
             }
         }
-        push_zeros(&mut self.hbuf, zeros);
+        push_zeros(&mut self.line, zeros);
     }
 
     /// Like `fill_counts` then `write_counts`, for the entries `fast[s..e]`: while
@@ -800,7 +837,7 @@ impl<'m> Converter<'m> {
         s: usize,
         e: usize,
     ) -> Result<(), Rejection> {
-        let at = self.hbuf.len();
+        let at = self.line.len();
         let mut next = 0;
         for v in &self.fast[s..e] {
             // At most 18 digits: the key fits.
@@ -811,12 +848,12 @@ impl<'m> Converter<'m> {
                 }
                 return Err(not_a_bound(name, v.key.to_string().as_bytes()));
             };
-            push_zeros(&mut self.hbuf, idx - next);
-            push_token(&mut self.hbuf, b, v.count);
-            self.hbuf.push(b',');
+            push_zeros(&mut self.line, idx - next);
+            push_token(&mut self.line, b, v.count);
+            self.line.push(b',');
             next = idx + 1;
         }
-        push_zeros(&mut self.hbuf, def.buckets.len() - next);
+        push_zeros(&mut self.line, def.buckets.len() - next);
         Ok(())
     }
 
@@ -830,7 +867,7 @@ impl<'m> Converter<'m> {
         e: usize,
         at: usize,
     ) -> Result<(), Rejection> {
-        self.hbuf.truncate(at);
+        self.line.truncate(at);
         self.counts.clear();
         self.counts.resize(def.buckets.len(), None);
         for v in &self.fast[s..e] {
@@ -1813,6 +1850,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn digits_value_of_a_word(bytes in proptest::collection::vec(b'0'..=b'9', 8)) {
+            let w = json::word_at(&bytes, 0).unwrap();
+            for k in 1..=8 {
+                let want: u64 = std::str::from_utf8(&bytes[..k]).unwrap().parse().unwrap();
+                proptest::prop_assert_eq!(digits_value(w, k), want);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..50),
                                        value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {

@@ -53,6 +53,76 @@ static SPECIAL: [bool; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The 8 bytes at `i` as a little-endian word (first byte lowest), if there are 8.
+#[inline]
+pub(crate) fn word_at(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i..)?
+        .first_chunk::<8>()
+        .map(|w| u64::from_le_bytes(*w))
+}
+
+/// How many of the bytes of `word` are ASCII digits before the first that is not
+/// (8 when all are).
+#[inline]
+pub(crate) fn leading_digits(word: u64) -> usize {
+    // Digits become 0..=9; a byte of 10 or more gets its top bit set by adding 0x76,
+    // or had it already. A carry out of a byte only reaches bytes after one that is
+    // flagged, so the first flag is exact.
+    let t = word ^ (u64::from(b'0') * ONES);
+    let not_digit = (t.wrapping_add(0x76 * ONES) | t) & (0x80 * ONES);
+    not_digit.trailing_zeros() as usize / 8
+}
+
+/// The position of the first byte at or after `i` that is not an ASCII digit, or
+/// `b.len()`: a word at a time, since numbers are short but of every length, and a
+/// loop per digit mispredicts its exit at each change of length.
+#[inline]
+pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(w) = word_at(b, i) {
+        let n = leading_digits(w);
+        i += n;
+        if n < 8 {
+            return i;
+        }
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// The position of the first [`SPECIAL`] byte at or after `i`, or `b.len()`.
+///
+/// Eight bytes at a time: strings (histogram names, SQL, add-on ids) are mostly
+/// long runs of plain bytes, and a table look-up and branch per byte was the
+/// scanners' cost.
+#[inline]
+fn plain_end(b: &[u8], mut i: usize) -> usize {
+    const TOP: u64 = 0x80 * ONES;
+    // Flags the bytes of `v` that are 0. Borrows only reach bytes after a flagged
+    // one, so the first flag is exact; the same holds for each test below, so the
+    // first flag of their union is the first special byte.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & TOP;
+    while let Some(x) = word_at(b, i) {
+        let quote = zero(x ^ (u64::from(b'"') * ONES));
+        let backslash = zero(x ^ (u64::from(b'\\') * ONES));
+        let control = x.wrapping_sub(0x20 * ONES) & !x & TOP;
+        // 0x7f and up: adding 1 sets the top bit, or it was set.
+        let high = (x.wrapping_add(ONES) | x) & TOP;
+        let special = quote | backslash | control | high;
+        if special != 0 {
+            return i + special.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while i < b.len() && !SPECIAL[b[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
 /// Skips JSON whitespace from `i`.
 #[inline]
 pub fn ws(b: &[u8], mut i: usize) -> usize {
@@ -174,9 +244,7 @@ pub fn canon_string(b: &[u8], i: usize, out: &mut Vec<u8>) -> JResult {
     let mut i = i + 1;
     loop {
         let start = i;
-        while i < b.len() && !SPECIAL[b[i] as usize] {
-            i += 1;
-        }
+        i = plain_end(b, i);
         out.extend_from_slice(&b[start..i]);
         match b.get(i) {
             None => return err(i, "unterminated string"),
@@ -204,10 +272,7 @@ pub fn canon_string(b: &[u8], i: usize, out: &mut Vec<u8>) -> JResult {
 /// canonical (printable ASCII, no escapes), in which case they can be used as is.
 #[inline]
 pub fn scan_string(b: &[u8], i: usize) -> JResult<(usize, bool)> {
-    let mut j = i + 1;
-    while j < b.len() && !SPECIAL[b[j] as usize] {
-        j += 1;
-    }
+    let j = plain_end(b, i + 1);
     if b.get(j) == Some(&b'"') {
         return Ok((j + 1, true));
     }
@@ -229,9 +294,7 @@ pub fn decode_string(b: &[u8], i: usize, out: &mut String) -> JResult {
     };
     loop {
         let start = i;
-        while i < b.len() && !SPECIAL[b[i] as usize] {
-            i += 1;
-        }
+        i = plain_end(b, i);
         if i > start {
             flush(out, &mut pending_high);
             // Printable ASCII only.
@@ -301,20 +364,13 @@ pub fn scan_number(b: &[u8], i: usize) -> JResult {
     }
     match b.get(j) {
         Some(b'0') => j += 1,
-        Some(b'1'..=b'9') => {
-            j += 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-        }
+        Some(b'1'..=b'9') => j = digits_end(b, j + 1),
         _ => return err(j, "invalid number"),
     }
     if b.get(j) == Some(&b'.') {
         j += 1;
         let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits_end(b, j);
         if j == s {
             return err(j, "invalid number");
         }
@@ -325,9 +381,7 @@ pub fn scan_number(b: &[u8], i: usize) -> JResult {
             j += 1;
         }
         let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits_end(b, j);
         if j == s {
             return err(j, "invalid number");
         }
@@ -556,6 +610,47 @@ mod tests {
         assert_eq!(scan_string(br#""abc" "#, 0).unwrap(), (5, true));
         assert_eq!(scan_string(br#""a\"c""#, 0).unwrap(), (6, false));
         assert!(scan_string(br#""abc"#, 0).is_err());
+    }
+
+    #[test]
+    fn plain_end_finds_the_first_special_byte() {
+        let special = |c: u8| SPECIAL[c as usize];
+        // Each byte value at each offset of a 20-byte run, after plain bytes.
+        for c in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'a'; 20];
+                b[at] = c;
+                let want = if special(c) { at } else { 20 };
+                assert_eq!(plain_end(&b, 0), want, "byte {c:#x} at {at}");
+                assert_eq!(plain_end(&b, at.min(3)), want.max(at.min(3)));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digits_a_word_at_a_time(b in proptest::collection::vec(
+            proptest::prop_oneof![b'0'..=b'9', proptest::prelude::any::<u8>()],
+            0..24,
+        ), from in 0usize..24) {
+            if let Some(w) = word_at(&b, 0) {
+                let n = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+                proptest::prop_assert_eq!(leading_digits(w), n.min(8));
+            }
+            let from = from.min(b.len());
+            let want = (from..b.len()).find(|&i| !b[i].is_ascii_digit()).unwrap_or(b.len());
+            proptest::prop_assert_eq!(digits_end(&b, from), want);
+        }
+
+        #[test]
+        fn plain_end_agrees_with_the_table(b in proptest::collection::vec(
+            proptest::prop_oneof![0x20u8..0x7f, proptest::prelude::any::<u8>()],
+            0..40,
+        ), from in 0usize..40) {
+            let from = from.min(b.len());
+            let want = (from..b.len()).find(|&i| SPECIAL[b[i] as usize]).unwrap_or(b.len());
+            proptest::prop_assert_eq!(plain_end(&b, from), want);
+        }
     }
 
     #[test]
