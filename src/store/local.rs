@@ -180,7 +180,8 @@ impl Store for LocalStore {
         f.seek(SeekFrom::Start(start))?;
         buf.clear();
         // Reads into the spare capacity: a reused buffer is neither zeroed nor
-        // reallocated.
+        // reallocated, and with room for the whole range one read does.
+        buf.reserve(len as usize);
         let got = f.take(len).read_to_end(buf)?;
         if got as u64 != len {
             return Err(io::Error::new(
