@@ -1,10 +1,10 @@
 //! One unit of work: a source file, or a byte range of a large SequenceFile split at
 //! sync markers. A unit reads its records, converts each, and stages the results as
-//! a single pieces file of lz4 blocks (one or more per partition, plus the error
-//! output), followed by its checkpoint manifest.
+//! a single pieces file (one or more pieces per partition, plus the error output;
+//! raw on local disk, lz4 blocks elsewhere), followed by its checkpoint manifest.
 //!
 //! Memory is bounded by the buffer size whatever the number of partitions: when the
-//! buffered lines pass it, the largest partitions are compressed into pieces first.
+//! buffered lines pass it, the largest partitions are cut into pieces first.
 //! Every decision depends only on the unit's records, never on timing or `--jobs`, so
 //! a unit's pieces are the same bytes on every run.
 
@@ -81,7 +81,7 @@ struct Buf {
     records: u64,
 }
 
-/// Buffers lines per partition and cuts xz pieces into the unit's pieces file.
+/// Buffers lines per partition and cuts pieces into the unit's pieces file.
 struct Stager<'a> {
     writer: Box<dyn ObjectWriter>,
     hasher: crc32fast::Hasher,
@@ -126,7 +126,7 @@ impl Stager<'_> {
         self.enforce_budget()
     }
 
-    /// Over budget: compress the largest buffers (ties by partition name) until
+    /// Over budget: cut the largest buffers into pieces (ties by partition name) until
     /// half the budget is free.
     fn enforce_budget(&mut self) -> io::Result<()> {
         if self.total <= self.budget {
