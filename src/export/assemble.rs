@@ -49,6 +49,9 @@ struct PieceRef<'u> {
     codec: PieceCodec,
 }
 
+/// Objects written for one partition, each with what publishes it.
+type Written = Vec<(ObjectEntry, Option<Pending>)>;
+
 /// Counts and hashes what goes through to the destination.
 struct Hashing {
     inner: Box<dyn ObjectWriter>,
@@ -74,7 +77,7 @@ fn write_objects(
     partition: &str,
     pieces: &[PieceRef<'_>],
     key_for: &dyn Fn(usize) -> String,
-) -> io::Result<Vec<(ObjectEntry, Option<Pending>)>> {
+) -> io::Result<Written> {
     let mut groups: Vec<&[PieceRef<'_>]> = Vec::new();
     let mut start = 0;
     let mut raw = 0;
@@ -174,20 +177,35 @@ pub fn assemble(
         }
     }
     let parts: Vec<(&str, Vec<PieceRef<'_>>)> = by_partition.into_iter().collect();
-    let objects: Vec<Vec<(ObjectEntry, Option<Pending>)>> = parts
+    // Largest partitions first, one task each: a day's few big partitions would
+    // otherwise be left to one thread at the end (the last folder's assembly is all
+    // that runs then). Objects do not depend on the order; the manifest keeps
+    // partition order.
+    let mut order: Vec<(u64, usize)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pieces))| (pieces.iter().map(|p| p.raw_bytes).sum(), i))
+        .collect();
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut written: Vec<(usize, Written)> = order
         .par_iter()
-        .map(|(partition, pieces)| {
-            write_objects(ctx, partition, pieces, &|n| {
+        .with_max_len(1)
+        .map(|&(_, i)| {
+            let (partition, pieces) = &parts[i];
+            let objects = write_objects(ctx, partition, pieces, &|n| {
                 object_key(partition, ctx.job, group, n)
-            })
+            })?;
+            Ok((i, objects))
         })
         .collect::<io::Result<_>>()?;
+    written.sort_unstable_by_key(|(i, _)| *i);
+    let objects = written.into_iter().map(|(_, objects)| objects);
     let errors_base = format!("{}{group}", errors_prefix(ctx.job));
     let errors = write_objects(ctx, "", &errors, &|n| format!("{errors_base}-{n}.jsonl.xz"))?;
     // Every object of the group becomes visible at once, durably, before the
     // manifest that commits them.
     let mut pending = Vec::new();
-    let mut split = |v: Vec<(ObjectEntry, Option<Pending>)>| -> Vec<ObjectEntry> {
+    let mut split = |v: Written| -> Vec<ObjectEntry> {
         v.into_iter()
             .map(|(e, p)| {
                 pending.extend(p);
@@ -195,7 +213,7 @@ pub fn assemble(
             })
             .collect()
     };
-    let objects: Vec<ObjectEntry> = objects.into_iter().flat_map(&mut split).collect();
+    let objects: Vec<ObjectEntry> = objects.flat_map(&mut split).collect();
     let errors = split(errors);
     ctx.dest.publish(pending)?;
     let manifest = GroupManifest {
