@@ -2,6 +2,7 @@
 """Export benchmark: prints one table (BENCHMARKS.md explains what is judged).
 
   scripts/bench-export.py [--records-per-file N] [--files-per-day N] [--no-10x] [--rounds N]
+                          [--work-dir DIR]
 
 Generates realistic legacy data with backfill-gen (seeded, cached under
 $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
@@ -14,6 +15,14 @@ $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
 Ratios, not absolute times, are comparable across runs: these machines are noisy.
 The three are run in interleaved rounds (--rounds, default 3) and each ratio is the
 median of its per-round values, so one slow spell of the host does not decide it.
+
+Outputs go to a tmpfs (/dev/shm) by default, as xz's go to /dev/null. On this
+machine's root ext4 (mounted without a journal) every new inode is allocated past
+the candidates freed in the last 1-5 minutes, each looked up in the buffer cache
+(`recently_deleted` in perf): 3.6-6.5 % of the export's CPU for its ~2,000 files and
+folders, varying with what the host deleted lately. That is the filesystem's cost,
+not the tool's, and its noise would swamp the ratio; --work-dir /tmp measures on
+the disk instead.
 """
 import argparse, datetime, hashlib, hmac, json, os, shutil, subprocess, sys, tempfile, time
 import urllib.request
@@ -30,12 +39,38 @@ def sh(cmd, **kw):
 
 
 def timed(cmd, stdout=subprocess.DEVNULL):
-    """Runs cmd under /usr/bin/time; returns (wall, cpu, maxrss_bytes)."""
+    """Runs cmd under /usr/bin/time; returns (wall, cpu, maxrss_bytes, sys) where
+    cpu is user + sys."""
     fmt = "%e %U %S %M"
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         sh(["/usr/bin/time", "-o", tf.name, "-f", fmt] + cmd, stdout=stdout)
         wall, user, sys_, rss = tf.read().split()[-4:]
-    return float(wall), float(user) + float(sys_), int(rss) * 1024
+    return float(wall), float(user) + float(sys_), int(rss) * 1024, float(sys_)
+
+
+def default_work_dir():
+    """/dev/shm when it is a tmpfs (see the module doc), else the system temp dir."""
+    try:
+        with open("/proc/mounts") as f:
+            if any(l.split()[1:3] == ["/dev/shm", "tmpfs"] for l in f):
+                return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def fs_type(path):
+    """The type of the filesystem holding path, from /proc/mounts (longest mount prefix)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for l in f:
+                mnt, typ = l.split()[1:3]
+                if os.path.join(path, "").startswith(os.path.join(mnt, "")) and len(mnt) > len(best):
+                    best, kind = mnt, typ
+    except OSError:
+        pass
+    return kind
 
 
 def generator_hash():
@@ -81,11 +116,11 @@ def size_of(path):
 def export(src, dest, jobs):
     shutil.rmtree(dest, ignore_errors=True)
     report = dest + ".report.json"
-    wall, cpu, rss = timed([BIN, "export", src, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1",
-                            "--report", report])
+    wall, cpu, rss, sys_ = timed([BIN, "export", src, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1",
+                                  "--report", report])
     with open(report) as f:
         rep = json.load(f)
-    return wall, cpu, rss, rep
+    return wall, cpu, rss, rep, sys_
 
 
 def objects(dest):
@@ -133,9 +168,9 @@ def stores_rows(src, work, jobs):
         ("HDFS -> S3 (loopback)", f"{hdfs}/bench/data", f"s3://{bucket}/out", ["--endpoint-url", endpoint, "--path-style"]),
     ]:
         report = os.path.join(work, "stores.report.json")
-        wall, cpu, rss = timed([BIN, "export", source, dest, "-q", "--jobs", str(jobs), "--report", report] + extra)
+        wall, cpu, rss, sys_ = timed([BIN, "export", source, dest, "-q", "--jobs", str(jobs), "--report", report] + extra)
         with open(report) as f:
-            rows.append((name, wall, cpu, rss, json.load(f)))
+            rows.append((name, wall, cpu, rss, sys_, json.load(f)))
     return rows
 
 
@@ -150,6 +185,8 @@ def main():
     ap.add_argument("--no-10x", action="store_true", help="skip the 10x peak-RSS run")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds of export --jobs 1, --jobs 2 and xz; ratios are medians over rounds")
+    ap.add_argument("--work-dir", default=default_work_dir(),
+                    help="where outputs are written (default: /dev/shm if it is a tmpfs; see above)")
     ap.add_argument("--stores", action="store_true",
                     help="also HDFS -> S3 on the real test servers (run under scripts/test-servers.sh)")
     a = ap.parse_args()
@@ -157,7 +194,7 @@ def main():
     sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
     src = dataset(a.files_per_day, a.records_per_file, a.codec, a.days)
     in_bytes = size_of(src)
-    work = tempfile.mkdtemp(prefix="backfill-bench-")
+    work = tempfile.mkdtemp(prefix="backfill-bench-", dir=a.work_dir)
     try:
         # Rounds interleave export --jobs 1, --jobs 2 and xz, so that a slow spell of
         # the shared host hits all three alike; each ratio is taken within a round
@@ -175,10 +212,10 @@ def main():
                 with open(raw, "wb") as f:
                     for o in objects(os.path.join(work, "out1-0")):
                         sh(["xz", "-dc", o], stdout=f)
-            xz_wall, xz_cpu, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
-            rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu))
+            xz_wall, xz_cpu, _, xz_sys = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
+            rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu, xz_sys))
         by_ratio = sorted(rounds, key=lambda t: t[0])
-        ratio, _, rows, xz_wall, xz_cpu = by_ratio[len(by_ratio) // 2]
+        ratio, _, rows, xz_wall, xz_cpu, xz_sys = by_ratio[len(by_ratio) // 2]
         scalings = sorted(t[1] for t in rounds)
         scaling = scalings[len(scalings) // 2]
         records = rows[1][3]["records_in"]
@@ -187,25 +224,26 @@ def main():
         rss10 = None
         if not a.no_10x:
             big = dataset(a.files_per_day * 10, a.records_per_file, a.codec, a.days)
-            _, _, rss10, rep10 = export(big, os.path.join(work, "out10x"), 2)
+            _, _, rss10, rep10, _ = export(big, os.path.join(work, "out10x"), 2)
             shutil.rmtree(os.path.join(work, "out10x"), ignore_errors=True)
             big_bytes = size_of(big)
 
         mb = in_bytes / 1e6
         print()
         print(f"input ({a.codec} codec, days {a.days}): {mb:.1f} MB stored, {records} records ({in_bytes / max(records, 1) / 1e3:.1f} KB each); "
-              f"converted output {out_bytes / 1e6:.1f} MB in {rows[1][3]['objects']} objects")
+              f"converted output {out_bytes / 1e6:.1f} MB in {rows[1][3]['objects']} objects; "
+              f"outputs in {a.work_dir} ({fs_type(a.work_dir)})")
         print()
-        print(f"| run | wall s | CPU s (user+sys) | input MB/s (wall) | records/s | peak RSS MiB |")
-        print(f"|---|---|---|---|---|---|")
+        print(f"| run | wall s | CPU s (user+sys) | of which sys | input MB/s (wall) | records/s | peak RSS MiB |")
+        print(f"|---|---|---|---|---|---|---|")
         for jobs in (1, 2):
-            wall, cpu, rss, _ = rows[jobs]
-            print(f"| export --jobs {jobs} | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
-        print(f"| xz -1 -T1 on the export's output | {xz_wall:.2f} | {xz_cpu:.2f} | | | |")
-        for name, wall, cpu, rss, rep in stores:
-            print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
+            wall, cpu, rss, _, sys_ = rows[jobs]
+            print(f"| export --jobs {jobs} | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
+        print(f"| xz -1 -T1 on the export's output | {xz_wall:.2f} | {xz_cpu:.2f} | {xz_sys:.2f} | | | |")
+        for name, wall, cpu, rss, sys_, rep in stores:
+            print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
         if rss10 is not None:
-            print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | {rss10 / 2**20:.0f} |")
+            print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | | {rss10 / 2**20:.0f} |")
         print()
         each = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
         print(f"xz CPU / export CPU (jobs 1): {ratio:.2f} median of {len(rounds)} rounds ({each(t[0] for t in rounds)})"
