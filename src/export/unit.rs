@@ -76,99 +76,172 @@ pub fn unit_keys(job: &str, group: &str, unit: &UnitSpec) -> (String, String) {
     (format!("{p}{id}.pieces"), format!("{p}{id}.json"))
 }
 
+/// Lines of one partition (or of the error output) waiting in the unit's arena.
+#[derive(Default)]
 struct Buf {
-    lines: Vec<u8>,
+    /// Byte ranges of the arena, in arrival order; consecutive lines share one.
+    spans: Vec<(usize, usize)>,
+    bytes: u64,
     records: u64,
 }
 
+impl Buf {
+    fn add(&mut self, start: usize, end: usize) {
+        match self.spans.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.spans.push((start, end)),
+        }
+        self.bytes += (end - start) as u64;
+        self.records += 1;
+    }
+}
+
+thread_local! {
+    /// The arena of the last unit this thread ran, kept for the next one: it is
+    /// written over instead of being allocated (and page-faulted in) anew each unit.
+    static ARENA: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Buffers lines per partition and cuts pieces into the unit's pieces file.
+///
+/// Every line goes once into one arena, in arrival order, and each partition keeps
+/// the ranges of its lines. Lines cut into pieces leave dead bytes behind; when the
+/// next line would take the arena past the budget, the largest partitions are cut
+/// until at most half the budget is buffered and the live lines are moved down
+/// over the dead ones. So the buffer never holds more than the budget (or one line
+/// larger than half of it), exactly, whatever the number of partitions: there is no
+/// growth slack per partition.
 struct Stager<'a> {
     writer: Box<dyn ObjectWriter>,
     hasher: crc32fast::Hasher,
     written: u64,
     pieces: Vec<Piece>,
+    arena: Vec<u8>,
     parts: HashMap<String, Buf>,
     errors: Buf,
+    /// Live (not yet cut) bytes in the arena.
     total: u64,
     budget: u64,
     piece_max: u64,
-    compressed: Vec<u8>,
+    /// A piece gathered into one block for lz4.
+    gathered: Vec<u8>,
     codec: PieceCodec,
     _ctx: std::marker::PhantomData<&'a ()>,
 }
 
 impl Stager<'_> {
+    fn new(writer: Box<dyn ObjectWriter>, budget: u64, piece_max: u64, codec: PieceCodec) -> Self {
+        let mut arena = ARENA.with(|a| a.take());
+        arena.clear();
+        // Reserved once (address space; pages are touched as lines arrive), so the
+        // arena is not reallocated and copied as it fills. A huge --buffer-size is
+        // reserved in part and grows as needed.
+        arena.reserve(budget.min(1 << 30) as usize);
+        Stager {
+            writer,
+            hasher: crc32fast::Hasher::new(),
+            written: 0,
+            pieces: Vec::new(),
+            arena,
+            parts: HashMap::new(),
+            errors: Buf::default(),
+            total: 0,
+            budget,
+            piece_max: piece_max.max(1),
+            gathered: Vec::new(),
+            codec,
+            _ctx: std::marker::PhantomData,
+        }
+    }
+
+    /// Appends a line to the arena, first making room within the budget.
+    fn append(&mut self, line: &[u8]) -> io::Result<(usize, usize)> {
+        if !self.arena.is_empty() && (self.arena.len() + line.len()) as u64 > self.budget {
+            self.make_room()?;
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(line);
+        self.total += line.len() as u64;
+        Ok((start, self.arena.len()))
+    }
+
     fn push(&mut self, partition: &str, line: &[u8]) -> io::Result<()> {
+        let (start, end) = self.append(line)?;
         let buf = match self.parts.get_mut(partition) {
             Some(b) => b,
-            None => self.parts.entry(partition.to_string()).or_insert(Buf {
-                lines: Vec::new(),
-                records: 0,
-            }),
+            None => self.parts.entry(partition.to_string()).or_default(),
         };
-        buf.lines.extend_from_slice(line);
-        buf.records += 1;
-        self.total += line.len() as u64;
-        if buf.lines.len() as u64 >= self.piece_max {
+        buf.add(start, end);
+        if buf.bytes >= self.piece_max {
             let p = partition.to_string();
             self.flush_partition(&p)?;
-        }
-        self.enforce_budget()
-    }
-
-    fn push_error(&mut self, line: &[u8]) -> io::Result<()> {
-        self.errors.lines.extend_from_slice(line);
-        self.errors.records += 1;
-        self.total += line.len() as u64;
-        if self.errors.lines.len() as u64 >= self.piece_max {
-            self.flush_errors()?;
-        }
-        self.enforce_budget()
-    }
-
-    /// Over budget: cut the largest buffers into pieces (ties by partition name) until
-    /// half the budget is free.
-    fn enforce_budget(&mut self) -> io::Result<()> {
-        if self.total <= self.budget {
-            return Ok(());
-        }
-        while self.total > self.budget / 2 {
-            let largest = self
-                .parts
-                .iter()
-                .max_by(|a, b| {
-                    a.1.lines
-                        .len()
-                        .cmp(&b.1.lines.len())
-                        .then_with(|| b.0.cmp(a.0))
-                })
-                .map(|(k, v)| (k.clone(), v.lines.len()));
-            match largest {
-                Some((p, n)) if n >= self.errors.lines.len() => self.flush_partition(&p)?,
-                _ if !self.errors.lines.is_empty() => self.flush_errors()?,
-                _ => break,
-            }
         }
         Ok(())
     }
 
+    fn push_error(&mut self, line: &[u8]) -> io::Result<()> {
+        let (start, end) = self.append(line)?;
+        self.errors.add(start, end);
+        if self.errors.bytes >= self.piece_max {
+            self.flush_errors()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the largest buffers into pieces (ties by partition name) until at most
+    /// half the budget is buffered, then moves the live lines down over the dead.
+    fn make_room(&mut self) -> io::Result<()> {
+        while self.total > self.budget / 2 {
+            let largest = self
+                .parts
+                .iter()
+                .max_by(|a, b| a.1.bytes.cmp(&b.1.bytes).then_with(|| b.0.cmp(a.0)))
+                .map(|(k, v)| (k.clone(), v.bytes));
+            match largest {
+                Some((p, n)) if n >= self.errors.bytes => self.flush_partition(&p)?,
+                _ if self.errors.records > 0 => self.flush_errors()?,
+                _ => break,
+            }
+        }
+        self.compact();
+        Ok(())
+    }
+
+    /// Moves every live range to the front of the arena, keeping arrival order.
+    fn compact(&mut self) {
+        let Stager {
+            arena,
+            parts,
+            errors,
+            ..
+        } = self;
+        let mut live: Vec<&mut (usize, usize)> = parts
+            .values_mut()
+            .chain(std::iter::once(errors))
+            .flat_map(|b| b.spans.iter_mut())
+            .collect();
+        live.sort_unstable_by_key(|s| s.0);
+        let mut to = 0;
+        for span in live {
+            let len = span.1 - span.0;
+            arena.copy_within(span.0..span.1, to);
+            *span = (to, to + len);
+            to += len;
+        }
+        arena.truncate(to);
+    }
+
     fn flush_partition(&mut self, partition: &str) -> io::Result<()> {
         if let Some(buf) = self.parts.remove(partition) {
-            self.total -= buf.lines.len() as u64;
+            self.total -= buf.bytes;
             self.write_piece(PieceKind::Records, partition, &buf)?;
         }
         Ok(())
     }
 
     fn flush_errors(&mut self) -> io::Result<()> {
-        let buf = std::mem::replace(
-            &mut self.errors,
-            Buf {
-                lines: Vec::new(),
-                records: 0,
-            },
-        );
-        self.total -= buf.lines.len() as u64;
+        let buf = std::mem::take(&mut self.errors);
+        self.total -= buf.bytes;
         if buf.records > 0 {
             self.write_piece(PieceKind::Errors, "", &buf)?;
         }
@@ -178,23 +251,32 @@ impl Stager<'_> {
     fn write_piece(&mut self, kind: PieceKind, partition: &str, buf: &Buf) -> io::Result<()> {
         // Staging is read back once, by assembly, which compresses each object as
         // one xz stream: lines go as they are to local disk, as lz4 elsewhere.
-        let stored: &[u8] = match self.codec {
-            PieceCodec::Raw => &buf.lines,
+        let len = match self.codec {
+            PieceCodec::Raw => {
+                for &(s, e) in &buf.spans {
+                    self.writer.write_all(&self.arena[s..e])?;
+                    self.hasher.update(&self.arena[s..e]);
+                }
+                buf.bytes
+            }
             PieceCodec::Lz4 => {
-                self.compressed = lz4_flex::block::compress_prepend_size(&buf.lines);
-                &self.compressed
+                self.gathered.clear();
+                for &(s, e) in &buf.spans {
+                    self.gathered.extend_from_slice(&self.arena[s..e]);
+                }
+                let stored = lz4_flex::block::compress_prepend_size(&self.gathered);
+                self.writer.write_all(&stored)?;
+                self.hasher.update(&stored);
+                stored.len() as u64
             }
         };
-        self.writer.write_all(stored)?;
-        self.hasher.update(stored);
-        let len = stored.len() as u64;
         self.pieces.push(Piece {
             kind,
             partition: partition.to_string(),
             offset: self.written,
             len,
             records: buf.records,
-            raw_bytes: buf.lines.len() as u64,
+            raw_bytes: buf.bytes,
             codec: self.codec,
         });
         self.written += len;
@@ -210,6 +292,8 @@ impl Stager<'_> {
         }
         self.flush_errors()?;
         self.writer.commit()?;
+        let arena = std::mem::take(&mut self.arena);
+        ARENA.with(|a| a.set(arena));
         Ok((self.pieces, self.hasher.finalize()))
     }
 }
@@ -219,27 +303,17 @@ impl Stager<'_> {
 /// could not be written).
 pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
     let (pieces_key, manifest_key) = unit_keys(ctx.job, ctx.group, unit);
-    let mut stager = Stager {
-        writer: ctx.staging.create(&pieces_key)?,
-        hasher: crc32fast::Hasher::new(),
-        written: 0,
-        pieces: Vec::new(),
-        parts: HashMap::new(),
-        errors: Buf {
-            lines: Vec::new(),
-            records: 0,
-        },
-        total: 0,
-        budget: ctx.buffer_size,
-        piece_max: ctx.piece_max.max(1),
-        compressed: Vec::new(),
-        codec: if ctx.staging.is_local() {
-            PieceCodec::Raw
-        } else {
-            PieceCodec::Lz4
-        },
-        _ctx: std::marker::PhantomData,
+    let codec = if ctx.staging.is_local() {
+        PieceCodec::Raw
+    } else {
+        PieceCodec::Lz4
     };
+    let mut stager = Stager::new(
+        ctx.staging.create(&pieces_key)?,
+        ctx.buffer_size,
+        ctx.piece_max,
+        codec,
+    );
     let mut stats = Stats::default();
     read_unit(ctx, unit, &mut stager, &mut stats)?;
     let (pieces, pieces_crc32) = stager.finish()?;
@@ -549,4 +623,123 @@ fn read_seqfile(
         records - records_reported,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    struct MemWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for MemWriter {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ObjectWriter for MemWriter {
+        fn commit(self: Box<Self>) -> io::Result<u64> {
+            Ok(self.0.lock().unwrap().len() as u64)
+        }
+    }
+
+    /// Pushes `lines` (partition index, or None for the error output) through a
+    /// stager and checks what it staged against a plain model: each partition's
+    /// pieces, in order, hold exactly its lines in order; pieces tile the file; the
+    /// CRC is the file's; and the arena never passes the budget (or half of it plus
+    /// the line that did not fit).
+    fn check(lines: &[(Option<u8>, usize)], budget: u64, piece_max: u64, codec: PieceCodec) {
+        let file = Arc::new(Mutex::new(Vec::new()));
+        let mut st = Stager::new(Box::new(MemWriter(file.clone())), budget, piece_max, codec);
+        let mut want: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
+        for (n, &(part, len)) in lines.iter().enumerate() {
+            // Distinct bytes per line, so a misplaced range cannot go unnoticed.
+            let line: Vec<u8> = (0..len).map(|i| (n * 31 + i) as u8).collect();
+            let name = part.map(|p| format!("p{p}")).unwrap_or_default();
+            match part {
+                Some(_) => st.push(&name, &line).unwrap(),
+                None => st.push_error(&line).unwrap(),
+            }
+            let w = want.entry(name).or_default();
+            w.0.extend_from_slice(&line);
+            w.1 += 1;
+            let bound = budget.max(budget / 2 + len as u64);
+            assert!(
+                st.arena.len() as u64 <= bound,
+                "arena {} > {bound}",
+                st.arena.len()
+            );
+            assert_eq!(
+                st.total,
+                st.parts.values().map(|b| b.bytes).sum::<u64>() + st.errors.bytes
+            );
+        }
+        let (pieces, crc) = st.finish().unwrap();
+        let file = file.lock().unwrap();
+        assert_eq!(crc, crc32fast::hash(&file));
+        let mut got: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut at = 0;
+        for p in &pieces {
+            assert_eq!(p.offset, at, "pieces tile the file");
+            at += p.len;
+            let stored = &file[p.offset as usize..(p.offset + p.len) as usize];
+            let raw = match p.codec {
+                PieceCodec::Raw => stored.to_vec(),
+                PieceCodec::Lz4 => lz4_flex::block::decompress_size_prepended(stored).unwrap(),
+            };
+            assert_eq!(raw.len() as u64, p.raw_bytes);
+            assert_eq!(p.kind == PieceKind::Errors, p.partition.is_empty());
+            let g = got.entry(p.partition.clone()).or_default();
+            g.0.extend_from_slice(&raw);
+            g.1 += p.records;
+        }
+        assert_eq!(at, file.len() as u64);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn cuts_and_compaction_keep_every_line_in_order() {
+        // Many partitions over a small budget: cut and compacted again and again.
+        let lines: Vec<(Option<u8>, usize)> = (0..2000)
+            .map(|i: usize| {
+                let part = if i % 13 == 0 {
+                    None
+                } else {
+                    Some((i * 7 % 11) as u8)
+                };
+                (part, 1 + i * 37 % 300)
+            })
+            .collect();
+        for codec in [PieceCodec::Raw, PieceCodec::Lz4] {
+            check(&lines, 4096, 1500, codec);
+            check(&lines, 1 << 20, 1 << 20, codec);
+        }
+        // A line larger than the whole budget.
+        check(
+            &[(Some(1), 10), (Some(2), 5000), (Some(1), 10)],
+            1000,
+            100_000,
+            PieceCodec::Raw,
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn staged_pieces_match_the_lines(
+            lines in prop::collection::vec((prop::option::weighted(0.9, 0u8..8), 0usize..400), 0..300),
+            budget in 1u64..3000,
+            piece_max in 1u64..4000,
+            lz4 in any::<bool>(),
+        ) {
+            let codec = if lz4 { PieceCodec::Lz4 } else { PieceCodec::Raw };
+            check(&lines, budget, piece_max, codec);
+        }
+    }
 }
