@@ -341,9 +341,21 @@ impl History {
 
     fn add(&mut self, m: &GroupManifest) {
         let s = Summary::of(m, Some(&mut self.referenced));
+        self.push(s);
+    }
+
+    fn push(&mut self, s: Summary) {
         let v = self.by_dir.entry(s.dir.clone()).or_default();
         v.push(s);
         v.sort_by_key(|s| s.selection.covered.len());
+    }
+
+    /// Takes in the groups another history holds (those a run committed).
+    fn merge(&mut self, other: History) {
+        self.referenced.extend(other.referenced);
+        for s in other.by_dir.into_values().flatten() {
+            self.push(s);
+        }
     }
 
     /// Windows already exported from `dir`.
@@ -435,7 +447,9 @@ struct Run<'a> {
     stop: &'a AtomicBool,
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
-    committed: Mutex<Vec<GroupManifest>>,
+    /// What this run committed, summarised: a whole manifest lists every object,
+    /// and a long run commits many.
+    committed: Mutex<History>,
     units_resumed: AtomicUsize,
     units_run: AtomicUsize,
     records: AtomicU64,
@@ -535,7 +549,7 @@ impl Run<'_> {
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)
             .with_context(|| format!("assembling folder {:?}", g.dir))?;
         tracing::debug!(folder = %g.dir, objects = m.objects.len(), records = m.stats.records_out, "group committed");
-        self.committed.lock().unwrap().push(m);
+        self.committed.lock().unwrap().add(&m);
         Ok(())
     }
 }
@@ -604,7 +618,7 @@ pub fn export(
         stop,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
-        committed: Mutex::new(Vec::new()),
+        committed: Mutex::new(History::default()),
         units_resumed: AtomicUsize::new(0),
         units_run: AtomicUsize::new(0),
         records: AtomicU64::new(0),
@@ -698,9 +712,7 @@ pub fn export(
         return Err(e);
     }
     let interrupted = stop.load(Ordering::SeqCst);
-    for m in run.committed.lock().unwrap().iter() {
-        history.add(m);
-    }
+    history.merge(std::mem::take(&mut *run.committed.lock().unwrap()));
     let mut report = Report {
         job: job.clone(),
         source: source.describe(),
@@ -742,15 +754,21 @@ pub fn remove_orphans(
     job: &str,
     referenced: &HashSet<u64>,
 ) -> anyhow::Result<u64> {
-    let mut removed = 0;
-    for meta in dest.list("")? {
+    // The whole store is scanned as it is listed (it may hold years of objects of
+    // other jobs); only this job's unreferenced keys, normally none, are kept, and
+    // deleted after the listing.
+    let mut orphans = Vec::new();
+    dest.list_each("", &mut |meta| {
         if owned_by(&meta.key, job) && !referenced.contains(&hash64(&meta.key)) {
-            tracing::warn!(key = %meta.key, "removing orphan object of this job (no manifest references it)");
-            dest.delete(&meta.key)?;
-            removed += 1;
+            orphans.push(meta.key);
         }
+        Ok(())
+    })?;
+    for key in &orphans {
+        tracing::warn!(key = %key, "removing orphan object of this job (no manifest references it)");
+        dest.delete(key)?;
     }
-    Ok(removed)
+    Ok(orphans.len() as u64)
 }
 
 /// Feeds what is written to a CRC-32, to check staged pieces as they stream by.

@@ -68,6 +68,24 @@ pub fn run(store: &dyn Store) {
     );
     assert_eq!(store.list("s/").unwrap().len(), 1);
     assert_eq!(store.list("nope/").unwrap().len(), 0);
+    // the streaming listing sees the same objects
+    for prefix in ["", "a/", "a/b", "s/", "nope/"] {
+        let mut each = Vec::new();
+        store
+            .list_each(prefix, &mut |m| {
+                each.push((m.key, m.size));
+                Ok(())
+            })
+            .unwrap();
+        each.sort();
+        let listed: Vec<_> = store
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.key, m.size))
+            .collect();
+        assert_eq!(each, listed, "prefix {prefix:?}");
+    }
 
     // delete, idempotent
     store.delete("s/obj").unwrap();

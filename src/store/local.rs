@@ -21,6 +21,15 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// Where a listing of `prefix` starts: the deepest folder the prefix names (the
+    /// walk then filters by prefix).
+    fn list_start(&self, prefix: &str) -> PathBuf {
+        match prefix.rfind('/') {
+            Some(i) if i > 0 => self.root.join(&prefix[..i]),
+            _ => self.root.clone(),
+        }
+    }
+
     /// A store at `root`, created if missing.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
@@ -194,16 +203,20 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        // Start from the deepest folder the prefix names, then filter by prefix.
-        let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
-        let start = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir_part)
-        };
-        walk(&self.root, &start, prefix, &mut out)?;
+        walk(&self.root, &self.list_start(prefix), prefix, &mut |m| {
+            out.push(m);
+            Ok(())
+        })?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn list_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(ObjectMeta) -> io::Result<()>,
+    ) -> io::Result<()> {
+        walk(&self.root, &self.list_start(prefix), prefix, f)
     }
 
     fn is_local(&self) -> bool {
@@ -282,7 +295,12 @@ impl Store for LocalStore {
     }
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> io::Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    f: &mut dyn FnMut(ObjectMeta) -> io::Result<()>,
+) -> io::Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -306,13 +324,13 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> io:
             // Only descend where the prefix can still match.
             let as_dir = format!("{key}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(root, &path, prefix, out)?;
+                walk(root, &path, prefix, f)?;
             }
         } else if key.starts_with(prefix) {
-            out.push(ObjectMeta {
+            f(ObjectMeta {
                 key,
                 size: entry.metadata()?.len(),
-            });
+            })?;
         }
     }
     Ok(())

@@ -80,6 +80,16 @@ pub trait Store: Send + Sync {
     }
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
+    /// Calls `f` with every object whose key starts with `prefix`, in no particular
+    /// order, as the listing arrives: for whole-store scans, whose result would not
+    /// fit in memory in a bucket of years of data. `f` must not change the store.
+    fn list_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(ObjectMeta) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.list(prefix)?.into_iter().try_for_each(f)
+    }
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
     /// Whether the store is on this machine's disk (reads and writes cost no

@@ -714,9 +714,23 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        self.list_each(prefix, &mut |m| {
+            out.push(m);
+            Ok(())
+        })?;
+        // S3 lists in UTF-8 byte order already; S3-compatible stores might not.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn list_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(ObjectMeta) -> io::Result<()>,
+    ) -> io::Result<()> {
         let s = &self.shared;
         let full_prefix = format!("{}{prefix}", s.prefix);
-        let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = self.rt.block_on(s.send(0, || {
@@ -732,19 +746,16 @@ impl Store for S3Store {
                 let Some(key) = o.key().and_then(|k| k.strip_prefix(&s.prefix)) else {
                     continue;
                 };
-                out.push(ObjectMeta {
+                f(ObjectMeta {
                     key: key.to_owned(),
                     size: o.size().unwrap_or(0).max(0) as u64,
-                });
+                })?;
             }
             token = page.next_continuation_token().map(str::to_owned);
             if !page.is_truncated().unwrap_or(false) || token.is_none() {
-                break;
+                return Ok(());
             }
         }
-        // S3 lists in UTF-8 byte order already; S3-compatible stores might not.
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
     }
 
     /// Aborts the incomplete multipart uploads under the prefix whose keys `owned`
