@@ -90,8 +90,10 @@ fn write_objects(
         }
     }
     let mut out = Vec::with_capacity(groups.len());
-    let mut plain = Vec::new();
-    let mut bytes = Vec::new();
+    // This thread's read buffers from its previous partition, written over: a day
+    // has thousands of partitions, and buffers of ever different sizes allocated
+    // for each fragment the allocator's arenas.
+    let (mut bytes, mut plain) = READ_BUFS.with(|b| b.take());
     for (n, group) in groups.into_iter().enumerate() {
         let key = key_for(n);
         let raw: u64 = group.iter().map(|p| p.raw_bytes).sum();
@@ -144,7 +146,14 @@ fn write_objects(
         };
         out.push((entry, pending));
     }
+    READ_BUFS.with(|b| b.set((bytes, plain)));
     Ok(out)
+}
+
+thread_local! {
+    /// Staged bytes as read, and lz4 pieces decompressed (see [`write_objects`]).
+    static READ_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Assembles a group from its unit manifests (in unit order) and commits it.
