@@ -201,16 +201,6 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
-        let mut out = Vec::new();
-        walk(&self.root, &self.list_start(prefix), prefix, &mut |m| {
-            out.push(m);
-            Ok(())
-        })?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
-    }
-
     fn list_each(
         &self,
         prefix: &str,

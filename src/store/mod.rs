@@ -78,8 +78,17 @@ pub trait Store: Send + Sync {
         *buf = self.read_range(key, start, len)?;
         Ok(())
     }
-    /// Every object whose key starts with `prefix`, sorted by key.
-    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>>;
+    /// Every object whose key starts with `prefix`, sorted by key (in UTF-8 byte
+    /// order, which S3 lists in already and S3-compatible stores might not).
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        self.list_each(prefix, &mut |m| {
+            out.push(m);
+            Ok(())
+        })?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
     /// Calls `f` with every object whose key starts with `prefix`, in no particular
     /// order, as the listing arrives: for whole-store scans, whose result would not
     /// fit in memory in a bucket of years of data. `f` must not change the store.
@@ -87,9 +96,7 @@ pub trait Store: Send + Sync {
         &self,
         prefix: &str,
         f: &mut dyn FnMut(ObjectMeta) -> io::Result<()>,
-    ) -> io::Result<()> {
-        self.list(prefix)?.into_iter().try_for_each(f)
-    }
+    ) -> io::Result<()>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> io::Result<()>;
     /// Whether the store is on this machine's disk (reads and writes cost no

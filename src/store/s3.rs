@@ -713,17 +713,6 @@ impl Store for S3Store {
         }
     }
 
-    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {
-        let mut out = Vec::new();
-        self.list_each(prefix, &mut |m| {
-            out.push(m);
-            Ok(())
-        })?;
-        // S3 lists in UTF-8 byte order already; S3-compatible stores might not.
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
-    }
-
     fn list_each(
         &self,
         prefix: &str,
