@@ -48,17 +48,6 @@ def timed(cmd, stdout=subprocess.DEVNULL):
     return float(wall), float(user) + float(sys_), int(rss) * 1024, float(sys_)
 
 
-def default_work_dir():
-    """/dev/shm when it is a tmpfs (see the module doc), else the system temp dir."""
-    try:
-        with open("/proc/mounts") as f:
-            if any(l.split()[1:3] == ["/dev/shm", "tmpfs"] for l in f):
-                return "/dev/shm"
-    except OSError:
-        pass
-    return tempfile.gettempdir()
-
-
 def fs_type(path):
     """The type of the filesystem holding path, from /proc/mounts (longest mount prefix)."""
     best, kind = "", "?"
@@ -71,6 +60,11 @@ def fs_type(path):
     except OSError:
         pass
     return kind
+
+
+def default_work_dir():
+    """/dev/shm when it is a tmpfs (see the module doc), else the system temp dir."""
+    return "/dev/shm" if fs_type("/dev/shm") == "tmpfs" else tempfile.gettempdir()
 
 
 def generator_hash():

@@ -111,7 +111,7 @@ thread_local! {
 /// over the dead ones. So the buffer never holds more than the budget (or one line
 /// larger than half of it), exactly, whatever the number of partitions: there is no
 /// growth slack per partition.
-struct Stager<'a> {
+struct Stager {
     writer: Box<dyn ObjectWriter>,
     hasher: crc32fast::Hasher,
     written: u64,
@@ -126,10 +126,9 @@ struct Stager<'a> {
     /// A piece gathered into one block for lz4.
     gathered: Vec<u8>,
     codec: PieceCodec,
-    _ctx: std::marker::PhantomData<&'a ()>,
 }
 
-impl Stager<'_> {
+impl Stager {
     fn new(writer: Box<dyn ObjectWriter>, budget: u64, piece_max: u64, codec: PieceCodec) -> Self {
         let mut arena = ARENA.with(|a| a.take());
         arena.clear();
@@ -150,7 +149,6 @@ impl Stager<'_> {
             piece_max: piece_max.max(1),
             gathered: Vec::new(),
             codec,
-            _ctx: std::marker::PhantomData,
         }
     }
 
@@ -346,7 +344,7 @@ struct Sink<'c, 'm> {
 impl Sink<'_, '_> {
     fn record(
         &mut self,
-        stager: &mut Stager<'_>,
+        stager: &mut Stager,
         stats: &mut Stats,
         offset: u64,
         key: &[u8],
@@ -394,7 +392,7 @@ impl Sink<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &mut self,
-        stager: &mut Stager<'_>,
+        stager: &mut Stager,
         stats: &mut Stats,
         offset: u64,
         reason: &str,
@@ -435,7 +433,7 @@ fn unreadable(stats: &mut Stats, unit: &UnitSpec, offset: u64, end: u64, error: 
 fn read_unit(
     ctx: &UnitCtx<'_>,
     unit: &UnitSpec,
-    stager: &mut Stager<'_>,
+    stager: &mut Stager,
     stats: &mut Stats,
 ) -> io::Result<()> {
     let mut sink = Sink {
@@ -563,7 +561,7 @@ fn read_seqfile(
     unit: &UnitSpec,
     file: Box<dyn crate::source::ReadSeek>,
     sink: &mut Sink<'_, '_>,
-    stager: &mut Stager<'_>,
+    stager: &mut Stager,
     stats: &mut Stats,
 ) -> io::Result<()> {
     let mut reader = match SeqReader::open_split(file, unit.start, unit.end) {
