@@ -7,9 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod commands;
 pub mod core;
 pub mod export;
 pub mod gen;
 pub mod mappings_dir;
+pub mod size;
 pub mod source;
 pub mod store;

@@ -104,7 +104,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 fn parse_read_size(s: &str) -> Result<u64, String> {
-    check_read_size(crate::cli::parse_size(s)?).map_err(|e| format!("{s:?}: {e}"))
+    check_read_size(crate::size::parse_size(s)?).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn check_read_size(v: u64) -> Result<u64, String> {

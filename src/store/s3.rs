@@ -110,7 +110,7 @@ pub struct S3Options {
     pub s3_retries: u32,
     /// Objects larger than SIZE are uploaded in parts (multipart upload); smaller
     /// ones in one request. Up to SIZE is buffered in memory per object.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::cli::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::size::parse_size)]
     pub multipart_threshold: u64,
     /// Part size of multipart uploads (5MiB to 5GiB; at most 10000 parts per object).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_part_size)]
@@ -141,10 +141,10 @@ impl Default for S3Options {
     }
 }
 
-/// Parses a `--part-size`: a size (as [`crate::cli::parse_size`]) within what S3
+/// Parses a `--part-size`: a size (as [`crate::size::parse_size`]) within what S3
 /// accepts for a part.
 pub fn parse_part_size(s: &str) -> Result<u64, String> {
-    let v = crate::cli::parse_size(s)?;
+    let v = crate::size::parse_size(s)?;
     check_part_size(v)?;
     Ok(v)
 }

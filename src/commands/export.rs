@@ -1,0 +1,230 @@
+//! `backfill export`: arguments, the run, the summary and `--dry-run`.
+
+use super::options::{export_options, OutputArgs, SelectArgs};
+use super::{
+    local_path, open_source, open_store, write_json, EXIT_OK, EXIT_SIGNAL, EXIT_UNREADABLE,
+};
+use crate::core::mappings::Mappings;
+use crate::export::{self, ExportOptions, Report};
+use crate::source::hdfs::HdfsOptions;
+use crate::source::Source;
+use crate::store::s3::S3Options;
+use crate::store::{local::LocalStore, Store};
+use anyhow::{bail, Context as _};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// `export` arguments.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Legacy data: a local directory or file (a path or `file://…`), or HDFS
+    /// (`hdfs://namenode:port/data/telemetry`, `hdfs://nameservice/…` or `viewfs://…`
+    /// resolved from HADOOP_CONF_DIR).
+    pub source: String,
+    /// Destination: a local directory (a path or `file://…`) or `s3://bucket/prefix`.
+    pub dest: String,
+    /// Write the run report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Show what would be read (files, bytes, days, estimated output) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which records.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// How they are written.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// HDFS source settings.
+    #[command(flatten)]
+    pub hdfs: HdfsOptions,
+    /// S3 destination settings.
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+/// Fails when the destination is inside a local source (the export would read its
+/// own output).
+fn check_not_nested(source: &str, dest: &str) -> anyhow::Result<()> {
+    if source.contains("://") && !source.starts_with("file://") {
+        return Ok(());
+    }
+    if let (Ok(s), Ok(d)) = (
+        local_path(source, "source")?.canonicalize(),
+        local_path(dest, "destination").and_then(|p| Ok(p.canonicalize()?)),
+    ) {
+        if d.starts_with(&s) {
+            bail!(
+                "destination {} is inside the source {}: the export would read its own output",
+                d.display(),
+                s.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `export`; returns the exit code.
+pub fn run(
+    mappings: Arc<Mappings>,
+    a: &ExportArgs,
+    quiet: bool,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<i32> {
+    let source = open_source(&a.source, &a.hdfs)?;
+    check_not_nested(&a.source, &a.dest)?;
+    let opts = export_options(&a.select, &a.output, &mappings)?;
+    if a.dry_run {
+        return dry_run(
+            source.as_ref(),
+            &opts,
+            &mappings,
+            &a.dest,
+            a.report.as_deref(),
+        );
+    }
+    let metadata = BTreeMap::from([
+        (
+            "backfill-version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "mappings-version".to_string(),
+            mappings.version().to_string(),
+        ),
+        ("job".to_string(), export::job_spec(&opts, &mappings).id()),
+    ]);
+    let dest = open_store(&a.dest, &a.s3, metadata.clone())?;
+    let staging: Box<dyn Store> = match &a.output.staging_dir {
+        Some(d) => {
+            Box::new(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
+        }
+        None => open_store(&a.dest, &a.s3, metadata)?,
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // First signal: stop taking units, checkpoint, exit 130. Second: abort now.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, EXIT_SIGNAL, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "export starting");
+    let (report, interrupted) = export::export(
+        &mappings,
+        source.as_ref(),
+        dest.as_ref(),
+        staging.as_ref(),
+        &opts,
+        bar,
+        &stop,
+    )?;
+    bar.finish_and_clear();
+    if let Some(p) = &a.report {
+        write_json(p, &report)?;
+    }
+    if !quiet || interrupted || report.exit_code() != EXIT_OK {
+        summary(&report, interrupted);
+    }
+    Ok(if interrupted || stop.load(Ordering::SeqCst) {
+        EXIT_SIGNAL
+    } else {
+        report.exit_code()
+    })
+}
+
+/// The one-paragraph summary on stderr.
+pub fn summary(r: &Report, interrupted: bool) {
+    let mut s = format!(
+        "job {}: {} records in, {} written, {} rejected, {} filtered; {} objects in {} partitions, {} bytes; {:.1}s",
+        r.job,
+        r.stats.records_in,
+        r.stats.records_out,
+        r.stats.records_error,
+        r.stats.records_filtered,
+        r.objects,
+        r.partitions,
+        r.bytes_out,
+        r.seconds
+    );
+    if r.groups_resumed > 0 || r.units_resumed > 0 {
+        s += &format!(
+            "; resumed {} folders and {} units done earlier",
+            r.groups_resumed, r.units_resumed
+        );
+    }
+    eprintln!("{s}");
+    if !r.stats.errors_by_reason.is_empty() {
+        let reasons: Vec<String> = r
+            .stats
+            .errors_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        eprintln!("rejected by reason: {}", reasons.join(", "));
+    }
+    for u in &r.stats.unreadable {
+        eprintln!(
+            "unreadable: {} at offset {} ({} bytes): {}",
+            u.file, u.offset, u.length, u.error
+        );
+    }
+    if interrupted {
+        eprintln!(
+            "stopped by a signal: the checkpoint is written; rerun the same command to finish"
+        );
+    }
+}
+
+fn dry_run(
+    source: &dyn Source,
+    opts: &ExportOptions,
+    mappings: &Mappings,
+    dest: &str,
+    report: Option<&Path>,
+) -> anyhow::Result<i32> {
+    let s = export::survey(source, opts)?;
+    let spec = export::job_spec(opts, mappings);
+    // Converted JSON is about 0.65 of the input and xz -1 shrinks it about 5.75x on
+    // real payloads (BENCHMARKS.md); other presets are in the same range.
+    let est = (s.bytes as f64 * 0.65 / 5.75) as u64;
+    let days: Vec<String> = s.days.iter().map(|d| d.to_string()).collect();
+    let plan = serde_json::json!({
+        "dry_run": true,
+        "source": source.describe(),
+        "destination": dest,
+        "job": spec.id(),
+        "folders": s.folders,
+        "folders_skipped": s.folders_skipped,
+        "files": s.files,
+        "bytes": s.bytes,
+        "units": s.units,
+        "days": days,
+        "estimated_bytes_out": est,
+        "unreadable": s.unreadable,
+    });
+    println!("{}", serde_json::to_string_pretty(&plan)?);
+    if let Some(p) = report {
+        write_json(p, &plan)?;
+    }
+    eprintln!(
+        "would read {} files ({} bytes) in {} folders covering {} days; about {} bytes of objects; nothing written",
+        s.files,
+        s.bytes,
+        s.folders,
+        s.days.len(),
+        est
+    );
+    Ok(if s.unreadable.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_UNREADABLE
+    })
+}

@@ -1,0 +1,115 @@
+//! Option groups shared by several commands, defined once: what a job reads and
+//! selects (source, destination, days, filter), and how a writer writes (threads,
+//! sizes, staging). `export`, `verify` and `reprocess` flatten the ones they take.
+
+use crate::core::mappings::Mappings;
+use crate::core::schema::Filter;
+use crate::export::plan::DayWindow;
+use crate::export::ExportOptions;
+use crate::size::parse_size;
+use anyhow::{bail, Context as _};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Which records of the source a job takes.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Selection")]
+pub struct SelectArgs {
+    /// First submission day (yyyyMMdd or yyyy-MM-dd), inclusive.
+    #[arg(long, value_parser = crate::export::plan::parse_day, value_name = "DAY")]
+    pub from: Option<u32>,
+    /// Last submission day (yyyyMMdd or yyyy-MM-dd), inclusive.
+    #[arg(long, value_parser = crate::export::plan::parse_day, value_name = "DAY")]
+    pub to: Option<u32>,
+    /// With --from/--to, folders named yyyy/MM/dd are read when their day is within
+    /// this many days of the range (a folder can hold a few records of a
+    /// neighbouring day); records are then selected by the day in their key.
+    #[arg(long, default_value_t = 1, value_name = "DAYS")]
+    pub folder_margin: u32,
+    /// Only records whose final dimension values match FILE (schema-filter format,
+    /// e.g. `{"version":1,"dimensions":[{"field_name":"reason","allowed_values":["saved-session"]}]}`).
+    #[arg(long, value_name = "FILE")]
+    pub filter: Option<PathBuf>,
+}
+
+impl SelectArgs {
+    /// The day window, checked.
+    pub fn window(&self) -> anyhow::Result<DayWindow> {
+        if let (Some(f), Some(t)) = (self.from, self.to) {
+            if f > t {
+                bail!("--from {f} is after --to {t}");
+            }
+        }
+        Ok(DayWindow {
+            from: self.from,
+            to: self.to,
+        })
+    }
+
+    /// The filter bound to the schema, with the sha256 of its file (part of the job).
+    pub fn filter(&self, mappings: &Mappings) -> anyhow::Result<Option<(Filter, String)>> {
+        let Some(p) = &self.filter else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(p).with_context(|| format!("reading filter {}", p.display()))?;
+        let f = Filter::from_json(&bytes, &p.display().to_string(), mappings.schema())?;
+        Ok(Some((
+            f,
+            hex::encode(crate::export::manifest::sha256(&bytes)),
+        )))
+    }
+}
+
+/// How a writing job writes: its name, threads, and the sizes that shape its output.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Name of the job; a destination can hold several jobs with different names.
+    #[arg(long, default_value = "export", value_name = "NAME")]
+    pub job_name: String,
+    /// xz preset of the objects, 0 (fastest) to 9 (smallest). The old live system used 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub xz_preset: u32,
+    /// Size at which a partition's object is closed and the next part begun,
+    /// uncompressed (e.g. 500MB, 1GiB, 1048576).
+    #[arg(long, default_value = "500MB", value_parser = parse_size, value_name = "SIZE")]
+    pub target_size: u64,
+    /// Converted bytes a worker buffers per unit before compressing the largest
+    /// partitions into pieces; bounds memory per worker whatever the number of
+    /// partitions. Changing it changes the output bytes (it is part of the job).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub buffer_size: u64,
+    /// SequenceFiles larger than this are read as several units, split at sync
+    /// markers, so one big file keeps several workers busy.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub split_size: u64,
+    /// Stage pieces in this local directory instead of DEST/_backfill/staging
+    /// (resuming then needs the same machine).
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
+}
+
+/// The export options these arguments give.
+pub fn export_options(
+    select: &SelectArgs,
+    out: &OutputArgs,
+    mappings: &Mappings,
+) -> anyhow::Result<ExportOptions> {
+    Ok(ExportOptions {
+        job_name: out.job_name.clone(),
+        jobs: out
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1),
+        xz_preset: out.xz_preset,
+        target_size: out.target_size,
+        buffer_size: out.buffer_size,
+        split_size: out.split_size,
+        window: select.window()?,
+        folder_margin: select.folder_margin,
+        filter: select.filter(mappings)?,
+    })
+}

@@ -1,0 +1,57 @@
+//! `backfill status`: how far each job in a destination is.
+
+use super::{open_existing, EXIT_OK};
+use crate::store::s3::S3Options;
+use clap::Args;
+
+/// `status` arguments.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Destination of an export (a path, `file://…` or `s3://bucket/prefix`).
+    pub dest: String,
+    /// Only this job id.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 settings, when DEST is `s3://…`.
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+/// Runs `status`; returns the exit code.
+pub fn run(a: &StatusArgs) -> anyhow::Result<i32> {
+    let dest = open_existing(&a.dest, &a.s3)?;
+    let jobs = crate::export::status::status(dest.as_ref(), a.job.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(EXIT_OK);
+    }
+    if jobs.is_empty() {
+        println!("no export job in {}", dest.describe());
+    }
+    let now = crate::export::manifest::now_secs();
+    for j in jobs {
+        println!("job {} ({:?}) from {}", j.job, j.job_name, j.source);
+        println!(
+            "  folders: {} done of {} planned; units staged (not yet assembled): {} of {} planned",
+            j.groups_done, j.groups_planned, j.units_staged, j.units_planned
+        );
+        println!(
+            "  records: {} in, {} written, {} rejected; {} of {} source bytes; {} objects; {} bytes staged",
+            j.records_in, j.records_out, j.records_error, j.bytes_in, j.bytes_planned, j.objects, j.staged_bytes
+        );
+        if j.last_update > 0 {
+            println!("  last update: {}s ago", now.saturating_sub(j.last_update));
+        }
+        match j.eta_seconds {
+            Some(s) if j.bytes_in < j.bytes_planned => {
+                println!("  estimated time left: {s}s at the rate observed")
+            }
+            _ if j.bytes_planned > 0 && j.bytes_in >= j.bytes_planned => println!("  done"),
+            _ => {}
+        }
+    }
+    Ok(EXIT_OK)
+}
