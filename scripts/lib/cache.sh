@@ -62,7 +62,7 @@ _ensure_venv() {
     rm -rf "$BACKFILL_VENV"
     "$py" -m venv "$BACKFILL_VENV" >&2 \
         || die "venv: '$py -m venv $BACKFILL_VENV' failed (on Debian: apt-get install python3-venv)"
-    "$BACKFILL_VENV/bin/pip" install --quiet --disable-pip-version-check wheel setuptools >&2 \
+    "$BACKFILL_VENV/bin/pip" install --quiet --progress-bar off --disable-pip-version-check wheel setuptools >&2 \
         || die "venv: pip install wheel setuptools failed (is PyPI reachable?)"
     touch "$BACKFILL_VENV/.backfill-venv-ok"
 }
