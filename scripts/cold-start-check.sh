@@ -57,7 +57,9 @@ export BACKFILL_STATE="$BACKFILL_STATE/cold-$$"
 child=""
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    # A second Ctrl-C must not cut short the servers' stop or the cache removal.
+    trap - EXIT
+    trap '' INT TERM
     if [ -n "$child" ]; then
         kill -TERM "$child" 2>/dev/null || true # test-servers.sh stops the servers
         wait "$child" 2>/dev/null || true
