@@ -3,7 +3,8 @@
 #
 #   scripts/hdfs.sh start    format a fresh file system under $BACKFILL_STATE/hdfs, start
 #                            both daemons, wait until the DataNode has reported its
-#                            blocks; prints the `env` lines on stdout
+#                            blocks; prints the `env` lines on stdout (nothing
+#                            else: logs and installer output go to stderr)
 #   scripts/hdfs.sh stop     stop both (SIGTERM, then SIGKILL after 30 s); safe to repeat
 #   scripts/hdfs.sh status   exit 0 when running (prints pids, port, RSS), 3 when not
 #   scripts/hdfs.sh env      print `export BACKFILL_TEST_HDFS=hdfs://127.0.0.1:PORT` and
@@ -92,9 +93,10 @@ fail_start() {
     die "$msg (logs above; state kept in $HDFS_STATE)"
 }
 
+# print_env: the env lines, on fd 3 only (start and env run under env_stdout_only).
 print_env() {
-    echo "export BACKFILL_TEST_HDFS=hdfs://127.0.0.1:$(cat "$HDFS_STATE/port")"
-    echo "export HADOOP_CONF_DIR=$HDFS_CONF"
+    emit_env BACKFILL_TEST_HDFS "hdfs://127.0.0.1:$(cat "$HDFS_STATE/port")" \
+        HADOOP_CONF_DIR "$HDFS_CONF"
 }
 
 cmd_start() {
@@ -204,11 +206,13 @@ cmd_env() {
     print_env
 }
 
+# start and env: callers source stdout, so only print_env may write there (fd 3);
+# everything else (venv creation, the pyspark download, logs) goes to stderr.
 case "${1:-}" in
-    start) cmd_start ;;
+    start) env_stdout_only; cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    env) cmd_env ;;
+    env) env_stdout_only; cmd_env ;;
     datanode-stop) cmd_datanode_stop ;;
     datanode-start) cmd_datanode_start ;;
     *) usage ;;

@@ -4,7 +4,8 @@
 #
 #   scripts/s3.sh start    fresh data under $BACKFILL_STATE/s3, start, wait until a
 #                          signed create-bucket/put/get/delete round trip works;
-#                          prints the `env` lines on stdout
+#                          prints the `env` lines on stdout (nothing else: every
+#                          log, and pip's output on a cold cache, goes to stderr)
 #   scripts/s3.sh stop     stop it (SIGTERM, then SIGKILL after $BACKFILL_S3_STOP_TIMEOUT
 #                          s, default 30; it usually takes 2.4 s); safe to repeat
 #   scripts/s3.sh status   exit 0 when running and answering (prints pid, port, RSS), 3 when not
@@ -42,11 +43,12 @@ fail_start() {
     die "$msg (logs above; state kept in $S3_STATE)"
 }
 
+# print_env: the env lines, on fd 3 only (start and env run under env_stdout_only).
 print_env() {
-    echo "export BACKFILL_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$S3_STATE/port")"
-    echo "export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY"
-    echo "export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
-    echo "export AWS_REGION=$S3_REGION"
+    emit_env BACKFILL_TEST_S3_ENDPOINT "http://127.0.0.1:$(cat "$S3_STATE/port")" \
+        AWS_ACCESS_KEY_ID "$S3_ACCESS_KEY" \
+        AWS_SECRET_ACCESS_KEY "$S3_SECRET_KEY" \
+        AWS_REGION "$S3_REGION"
 }
 
 probe() {
@@ -176,10 +178,12 @@ cmd_env() {
     print_env
 }
 
+# start and env: callers source stdout, so only print_env may write there (fd 3);
+# everything else, pip installing weed on a cold cache included, goes to stderr.
 case "${1:-}" in
-    start) cmd_start ;;
+    start) env_stdout_only; cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    env) cmd_env ;;
+    env) env_stdout_only; cmd_env ;;
     *) usage ;;
 esac

@@ -69,10 +69,30 @@ fi
 if [ -n "$s3_pid" ]; then wait "$s3_pid" || s3_ok=0; fi
 [ $s3_ok = 1 ] || die "the S3 server (SeaweedFS) did not start; see its log tail above"
 [ $hdfs_ok = 1 ] || die "HDFS did not start; see its log tail above"
-# shellcheck disable=SC1091
-[ $want_s3 = 1 ] && . "$BACKFILL_STATE/s3.env"
-# shellcheck disable=SC1091
-[ $want_hdfs = 1 ] && . "$BACKFILL_STATE/hdfs.env"
+# source_env FILE VAR...: source what a start command printed, but only after every
+# line passed BACKFILL_ENV_LINE_RE (lib/common.sh); anything else (an installer's
+# output, a log line) is an error naming the file and line, never shell code to run.
+# Then each VAR must be set.
+source_env() {
+    local f="$1" n=0 line v; shift
+    [ -s "$f" ] || die "$f is empty: the start command printed no env lines"
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        [[ "$line" =~ $BACKFILL_ENV_LINE_RE ]] \
+            || die "$f line $n is not an env line, refusing to source the file: '${line:0:200}' (only 'export NAME=VALUE' lines may reach a start command's stdout; file kept)"
+    done <"$f"
+    # shellcheck disable=SC1090
+    . "$f"
+    for v in "$@"; do
+        [ -n "${!v:-}" ] || die "$f did not set $v"
+    done
+}
+if [ $want_s3 = 1 ]; then
+    source_env "$BACKFILL_STATE/s3.env" BACKFILL_TEST_S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+fi
+if [ $want_hdfs = 1 ]; then
+    source_env "$BACKFILL_STATE/hdfs.env" BACKFILL_TEST_HDFS HADOOP_CONF_DIR
+fi
 log "servers up in $(( $(now_ms) - t0 )) ms:${BACKFILL_TEST_HDFS:+ hdfs $BACKFILL_TEST_HDFS}${BACKFILL_TEST_S3_ENDPOINT:+ s3 $BACKFILL_TEST_S3_ENDPOINT}; running: $*"
 
 # In the background + wait, so that a signal to this script is handled at once.

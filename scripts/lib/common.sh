@@ -18,6 +18,32 @@ _bf_prog="$(basename "${0:-backfill}")"
 
 log() { printf '%s: %s\n' "$_bf_prog" "$*" >&2; }
 
+# The stdout rule. Callers source the stdout of `hdfs.sh start|env` and `s3.sh
+# start|env` (test-servers.sh, eval "$(scripts/s3.sh start)"), so nothing but
+# `export NAME=VALUE` lines may reach it. Those commands call env_stdout_only first:
+# the real stdout is kept as fd 3 for emit_env and fd 1 becomes stderr, so whatever
+# else prints (pip on a cold cache, javac, a log line, a tool) goes to stderr.
+env_stdout_only() { exec 3>&1 1>&2; }
+
+# What a sourced env line must look like (test-servers.sh checks every line with it):
+# the value is restricted to characters that mean nothing to the shell, so sourcing
+# such a line can only set a variable.
+# shellcheck disable=SC2034  # used by test-servers.sh and emit_env
+BACKFILL_ENV_LINE_RE='^export [A-Z_][A-Z0-9_]*=[A-Za-z0-9_./:@%+,=-]+$'
+
+# emit_env NAME VALUE [NAME VALUE...]: print `export NAME=VALUE` lines on fd 3 (see
+# env_stdout_only); refuses a value that would not survive being sourced unquoted.
+emit_env() {
+    local line
+    while [ $# -ge 2 ]; do
+        line="export $1=$2"
+        [[ "$line" =~ $BACKFILL_ENV_LINE_RE ]] \
+            || die "will not print '$line': the value must be non-empty and use only A-Z a-z 0-9 _ . / : @ % + , = - (is BACKFILL_STATE a path with spaces?)"
+        printf '%s\n' "$line" >&3
+        shift 2
+    done
+}
+
 die() {
     printf '%s: ERROR: %s\n' "$_bf_prog" "$*" >&2
     exit 1
@@ -109,7 +135,8 @@ EOF
 }
 
 # spawn_daemon LOGFILE CMD...: start CMD in its own session (so it outlives the
-# calling script and its process group), output to LOGFILE; prints its PID.
+# calling script and its process group), output to LOGFILE, no other fd inherited;
+# prints its PID.
 # The PID is CMD's own (python execs it), so it can be killed directly.
 spawn_daemon() {
     local logfile="$1"; shift
@@ -119,6 +146,10 @@ try:
     os.setsid()
 except OSError:
     pass  # already a process-group leader (job control on): still its own group
+# Only stdin/stdout/stderr: a daemon holding an inherited fd (the env fd 3 of
+# env_stdout_only, a pipe of the caller) would keep a caller that reads the output
+# of s3.sh start through a pipe waiting forever.
+os.closerange(3, os.sysconf("SC_OPEN_MAX"))
 os.execvp(sys.argv[1], sys.argv[1:])
 ' "$@" >"$logfile" 2>&1 </dev/null &
     echo $!
