@@ -21,6 +21,39 @@ pub fn run(store: &dyn Store) {
     assert_eq!(store.get("missing").unwrap(), None);
     assert!(store.open("missing").is_err());
 
+    // create-if-absent: exactly one of several racing writers wins, with its bytes
+    assert!(store.put_if_absent("l/lease.json", b"first").unwrap());
+    assert!(!store.put_if_absent("l/lease.json", b"second").unwrap());
+    assert_eq!(
+        store.get("l/lease.json").unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    let wins = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let wins = &wins;
+            s.spawn(move || {
+                let body = format!("racer {i}");
+                if store.put_if_absent("l/race.json", body.as_bytes()).unwrap() {
+                    wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.into_inner(), 1, "exactly one racer creates the key");
+    store.delete("l/lease.json").unwrap();
+    assert!(store.put_if_absent("l/lease.json", b"again").unwrap());
+    // modification times: now-ish for a fresh object, none for a missing one
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let m = store.modified("l/lease.json").unwrap().expect("exists");
+    assert!(m + 120 >= now && m <= now + 120, "modified {m}, now {now}");
+    assert_eq!(store.modified("l/missing").unwrap(), None);
+    store.delete("l/lease.json").unwrap();
+    store.delete("l/race.json").unwrap();
+
     // streaming writes are invisible until commit; dropped writes leave nothing
     let mut w = store.create("s/obj").unwrap();
     w.write_all(b"part1-").unwrap();

@@ -168,6 +168,41 @@ impl Store for LocalStore {
         }))
     }
 
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        let dest = self.path(key)?;
+        let dir = dest.parent().expect("key has a file name");
+        fs::create_dir_all(dir)?;
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}.{n}.excl", std::process::id()));
+        let mut f = File::create(&tmp)?;
+        let written = f.write_all(bytes).and_then(|_| f.sync_all());
+        drop(f);
+        // link(2) fails with EEXIST when the name is taken, and publishes the whole
+        // file at once when it is not: create-if-absent with the content in place.
+        let linked = written.and_then(|_| fs::hard_link(&tmp, &dest));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                File::open(dir)?.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn modified(&self, key: &str) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path(key)?) {
+            Ok(m) => Ok(Some(
+                m.modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(File::open(self.path(key)?)?))
     }

@@ -48,6 +48,14 @@ pub trait Store: Send + Sync {
         w.write_all(bytes)?;
         w.commit().map(|_| ())
     }
+    /// Writes a whole object only when no object has the key: `Ok(true)` when this
+    /// call created it, `Ok(false)` when one was there. Atomic against every other
+    /// writer, on any machine (S3: a conditional PUT with `If-None-Match: *`; local
+    /// disk: link(2) of a finished temporary file): what leases are built on.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
+    /// When the object was last written, in seconds since the epoch; `None` when it
+    /// does not exist.
+    fn modified(&self, key: &str) -> io::Result<Option<u64>>;
     /// Starts a streaming atomic write.
     fn create(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>>;
     /// Reads a whole object, `None` when it does not exist.

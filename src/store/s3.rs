@@ -650,6 +650,53 @@ impl Store for S3Store {
             .block_on(s.put_object(&full, Bytes::copy_from_slice(bytes)))?
     }
 
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        let s = &self.shared;
+        let full = s.full_key(key)?;
+        let body = Bytes::copy_from_slice(bytes);
+        let r = self.rt.block_on(s.send(bytes.len() as u64, || {
+            s.client
+                .put_object()
+                .bucket(&s.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .content_type(content_type(&full))
+                .set_metadata(Some(s.metadata.clone()))
+                .set_server_side_encryption(s.sse.clone())
+                .set_ssekms_key_id(s.sse_kms_key_id.clone())
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .send()
+        }))?;
+        match r {
+            Ok(_) => Ok(true),
+            Err(f) if matches!(f.last.outcome, Outcome::Status { status: 412, .. }) => {
+                // A retried request may find the object its own earlier attempt
+                // created (the answer was lost on the way): then it is ours.
+                if f.attempts > 1 && self.get(key)?.is_some_and(|b| b == bytes) {
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Err(f) => Err(s.error("conditional put", &full, None, f)),
+        }
+    }
+
+    fn modified(&self, key: &str) -> io::Result<Option<u64>> {
+        let s = &self.shared;
+        let full = s.full_key(key)?;
+        let r = self.rt.block_on(s.send(0, || {
+            s.client.head_object().bucket(&s.bucket).key(&full).send()
+        }))?;
+        match r {
+            Ok((out, _)) => Ok(Some(
+                out.last_modified().map_or(0, |t| t.secs().max(0) as u64),
+            )),
+            Err(f) if f.last.is_not_found() => Ok(None),
+            Err(f) => Err(s.error("head", &full, None, f)),
+        }
+    }
+
     fn create(&self, key: &str) -> io::Result<Box<dyn ObjectWriter>> {
         let full = self.shared.full_key(key)?;
         Ok(Box::new(writer::S3Writer::new(

@@ -37,6 +37,8 @@ const RETRY_CODES: &[&str] = &[
     "ThrottlingException",
     "RequestThrottled",
     "RequestTimeTooSkewed",
+    // Two conditional writes to one key raced; AWS asks to send it again.
+    "ConditionalRequestConflict",
     // The body did not match its checksum: corrupted on the way, so resend it.
     "BadDigest",
     "XAmzContentChecksumMismatch",
