@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod core;
 pub mod export;
+pub mod failpoint;
 pub mod gen;
 pub mod mappings_dir;
 pub mod size;

@@ -97,12 +97,18 @@ pub fn run(
         ),
         ("job".to_string(), export::job_spec(&opts, &mappings).id()),
     ]);
-    let dest = open_store(&a.dest, &a.s3, metadata.clone())?;
-    let staging: Box<dyn Store> = match &a.output.staging_dir {
+    let dest = open_store(&a.dest, &a.s3, metadata)?;
+    // Without --staging-dir the staging is the destination itself, the same store
+    // object: --max-requests and --max-write-rate are one budget for both.
+    let local_staging = match &a.output.staging_dir {
         Some(d) => {
-            Box::new(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
+            Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
         }
-        None => open_store(&a.dest, &a.s3, metadata)?,
+        None => None,
+    };
+    let staging: &dyn Store = match &local_staging {
+        Some(s) => s,
+        None => dest.as_ref(),
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -117,27 +123,32 @@ pub fn run(
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "export starting");
-    let (report, interrupted) = export::export(
+    let export::Outcome {
+        report,
+        interrupted,
+    } = export::export(
         &mappings,
         source.as_ref(),
         dest.as_ref(),
-        staging.as_ref(),
+        staging,
         &opts,
         bar,
         &stop,
-    )?;
+    );
     bar.finish_and_clear();
+    // The report is written on every way out, saying how far the job got.
     if let Some(p) = &a.report {
         write_json(p, &report)?;
     }
-    if !quiet || interrupted || report.exit_code() != EXIT_OK {
-        summary(&report, interrupted);
-    }
-    Ok(if interrupted || stop.load(Ordering::SeqCst) {
+    let code = if report.error.is_none() && (interrupted || stop.load(Ordering::SeqCst)) {
         EXIT_SIGNAL
     } else {
         report.exit_code()
-    })
+    };
+    if !quiet || code != EXIT_OK {
+        summary(&report, code == EXIT_SIGNAL);
+    }
+    Ok(code)
 }
 
 /// The one-paragraph summary on stderr.
@@ -175,6 +186,34 @@ pub fn summary(r: &Report, interrupted: bool) {
             "unreadable: {} at offset {} ({} bytes): {}",
             u.file, u.offset, u.length, u.error
         );
+    }
+    for c in &r.source_changed {
+        eprintln!(
+            "changed after its export: folder {}: {} files added, {} resized, {} removed (not exported again; the report lists them)",
+            c.folder,
+            c.added.len(),
+            c.resized.len(),
+            c.removed.len()
+        );
+    }
+    const SHOWN: usize = 20;
+    for f in r.failed.iter().take(SHOWN) {
+        eprintln!("failed: {}", f.error);
+    }
+    if r.failed.len() > SHOWN {
+        eprintln!(
+            "failed: … and {} more (see the report)",
+            r.failed.len() - SHOWN
+        );
+    }
+    if !r.failed.is_empty() {
+        eprintln!(
+            "{} units or folders failed and were not committed; rerun the same command to do exactly those",
+            r.failed.len()
+        );
+    }
+    if let Some(e) = &r.error {
+        eprintln!("backfill: error: {e}");
     }
     if interrupted {
         eprintln!(

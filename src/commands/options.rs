@@ -90,6 +90,19 @@ pub struct OutputArgs {
     /// (resuming then needs the same machine).
     #[arg(long, value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
+    /// Seconds a run's leases live without a heartbeat (renewed every quarter of
+    /// it). Several runs of one job share its folders through leases in
+    /// DEST/_backfill/leases/: a folder another live run is exporting is waited
+    /// for, and taken over once that run has not renewed its lease for this long
+    /// (at once when it ran on this machine and its process is gone). Machines'
+    /// clocks must agree to well within it.
+    #[arg(long, default_value_t = crate::export::lease::DEFAULT_TTL, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_ttl: u64,
+    /// The end-of-run sweep removes objects of this job that no manifest
+    /// references (left by crashed runs) only when they are older than this.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub orphan_grace: u64,
 }
 
 /// The export options these arguments give.
@@ -111,5 +124,7 @@ pub fn export_options(
         window: select.window()?,
         folder_margin: select.folder_margin,
         filter: select.filter(mappings)?,
+        lease_ttl: out.lease_ttl,
+        orphan_grace: out.orphan_grace,
     })
 }

@@ -15,6 +15,12 @@
 //! caller owns reports.
 
 use crate::core::body;
+
+/// Version of what the converter writes. Raise it with any change that makes the
+/// same input and mappings convert to other bytes (a serialisation detail, a new
+/// rejection rule): a job records it, and a binary with another version refuses to
+/// continue that job, since its objects would not match the ones written before.
+pub const OUTPUT_VERSION: u32 = 1;
 use crate::core::histdefs::{Definitions, HistDef};
 use crate::core::json::{self, JResult, JsonError};
 use crate::core::mappings::Mappings;

@@ -33,6 +33,9 @@ pub struct AssembleCtx<'a> {
     pub xz_preset: u32,
     /// The days exported.
     pub selection: &'a Selection,
+    /// Whether this run lost the folder's lease to another run (its heartbeats
+    /// stalled past the TTL): then it stops before committing.
+    pub lease_lost: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// Object key for part `n` of `partition` written by this job and group.
@@ -225,6 +228,14 @@ pub fn assemble(
     let objects: Vec<ObjectEntry> = objects.flat_map(&mut split).collect();
     let errors = split(errors);
     ctx.dest.publish(pending)?;
+    crate::failpoint::hit("objects-published");
+    if (ctx.lease_lost)() {
+        // Another run took the folder over and writes the same keys with the same
+        // bytes; its manifest will commit them.
+        return Err(io::Error::other(format!(
+            "folder {dir}: another run took over its lease before the commit (this run's heartbeats were late)"
+        )));
+    }
     let manifest = GroupManifest {
         format: FORMAT.to_string(),
         job: ctx.job.to_string(),
@@ -237,6 +248,7 @@ pub fn assemble(
                 file: u.file.clone(),
                 start: u.start,
                 end: u.end,
+                file_size: u.file_size,
             })
             .collect(),
         objects,
@@ -249,8 +261,10 @@ pub fn assemble(
         &manifest_key(ctx.job, group),
         &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?,
     )?;
+    crate::failpoint::hit("manifest-written");
     // Committed: the staged pieces and unit checkpoints are no longer needed.
     for m in ctx.staging.list(&staging_prefix(ctx.job, group))? {
+        crate::failpoint::hit("staging-remove");
         ctx.staging.delete(&m.key)?;
     }
     Ok(manifest)

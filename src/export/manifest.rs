@@ -7,8 +7,11 @@ use super::plan::Selection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Format tag of every bookkeeping document this version writes.
-pub const FORMAT: &str = "backfill-export/1";
+/// Format tag of every bookkeeping document this version writes. Version 2 added
+/// the converter's output version to the job spec and file sizes to the unit
+/// checkpoints and group manifests; documents of version 1 still read (their new
+/// fields take defaults), though a version-1 checkpoint is redone rather than reused.
+pub const FORMAT: &str = "backfill-export/2";
 
 /// Top-level folder of the tool's bookkeeping in a destination (SPEC §6).
 pub const BOOKKEEPING: &str = "_backfill";
@@ -58,6 +61,10 @@ pub struct JobSpec {
     pub buffer_size: u64,
     /// Byte size at which SequenceFiles are split into units.
     pub split_size: u64,
+    /// The converter's output version ([`crate::core::convert::OUTPUT_VERSION`]): a
+    /// binary whose conversion writes other bytes must not continue this job.
+    #[serde(default)]
+    pub converter: u32,
 }
 
 impl JobSpec {
@@ -209,6 +216,10 @@ pub struct UnitManifest {
     pub start: u64,
     /// End of the range.
     pub end: u64,
+    /// Size of the whole file when the unit was read: a checkpoint of a file that
+    /// has changed size since is redone, not reused.
+    #[serde(default)]
+    pub file_size: u64,
     /// Key of the pieces file.
     pub pieces_key: String,
     /// CRC-32 of the pieces file, checked before a checkpoint is reused. Staging is
@@ -312,6 +323,9 @@ pub struct UnitRef {
     pub start: u64,
     /// End of the range.
     pub end: u64,
+    /// Size of the whole file when it was read (0 in manifests of format 1).
+    #[serde(default)]
+    pub file_size: u64,
 }
 
 /// sha256 of bytes.

@@ -16,6 +16,7 @@
 
 pub mod assemble;
 pub mod errors;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod status;
@@ -24,9 +25,10 @@ pub mod xz;
 
 use crate::core::mappings::Mappings;
 use crate::core::schema::Filter;
-use crate::source::{Source, WalkItem};
+use crate::source::{FileEntry, Source, WalkItem};
 use crate::store::Store;
 use anyhow::{bail, Context as _};
+use lease::{Leases, RunId, Taken};
 use manifest::{
     job_key, GroupManifest, JobRecord, JobSpec, Stats, UnitManifest, Unreadable, FORMAT,
 };
@@ -59,6 +61,11 @@ pub struct ExportOptions {
     pub folder_margin: u32,
     /// `--filter`, bound to the schema, with the sha256 of its file.
     pub filter: Option<(Filter, String)>,
+    /// Seconds a lease lives without a heartbeat (see [`lease`]).
+    pub lease_ttl: u64,
+    /// Objects of this job no manifest references are removed only when older than
+    /// this many seconds (besides every other condition of the sweep).
+    pub orphan_grace: u64,
 }
 
 impl Default for ExportOptions {
@@ -73,6 +80,8 @@ impl Default for ExportOptions {
             window: DayWindow::default(),
             folder_margin: 1,
             filter: None,
+            lease_ttl: lease::DEFAULT_TTL,
+            orphan_grace: 600,
         }
     }
 }
@@ -119,12 +128,58 @@ pub struct Report {
     pub incomplete_removed: u64,
     /// Wall time of this invocation.
     pub seconds: f64,
+    /// Whether every selected folder is committed (by this run or another).
+    pub complete: bool,
+    /// Units and folders this run could not finish (a source or the destination
+    /// failing past its retries); a rerun does exactly these again.
+    pub failed: Vec<FailedWork>,
+    /// The error that stopped the run early, if one did.
+    pub error: Option<String>,
+    /// Committed folders whose files changed since (added, grown, shrunk): reported,
+    /// not exported again (the job would no longer be one consistent copy).
+    pub source_changed: Vec<SourceChange>,
+    /// Folders another live run of the job was exporting, which this run waited for
+    /// (or took over after that run stopped renewing its lease).
+    pub folders_waited: u64,
+    /// What the end-of-run sweep did (orphans, staging, incomplete uploads).
+    pub sweep: String,
+}
+
+/// A unit or folder a run could not finish.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedWork {
+    /// The source folder.
+    pub folder: String,
+    /// The file, or empty when the folder as a whole failed (listing, assembly).
+    pub file: String,
+    /// Byte range `[start, end)` of the unit.
+    pub start: u64,
+    /// End of the range.
+    pub end: u64,
+    /// Why, naming the file and offset.
+    pub error: String,
+}
+
+/// A committed folder whose files are no longer what was exported.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SourceChange {
+    /// The folder.
+    pub folder: String,
+    /// Files in the folder now that no committed run read.
+    pub added: Vec<String>,
+    /// Files read whose size differs now.
+    pub resized: Vec<String>,
+    /// Files read that are gone.
+    pub removed: Vec<String>,
 }
 
 impl Report {
-    /// The documented exit code: 3 when some input could not be read, else 0.
+    /// The documented exit code: 1 when the run failed or left work undone, 3 when
+    /// some input could not be read, else 0 (130 for a signal is the caller's).
     pub fn exit_code(&self) -> i32 {
-        if self.stats.unreadable.is_empty() {
+        if self.error.is_some() || !self.failed.is_empty() {
+            1
+        } else if self.stats.unreadable.is_empty() {
             0
         } else {
             3
@@ -192,6 +247,7 @@ pub fn job_spec(opts: &ExportOptions, mappings: &Mappings) -> JobSpec {
         target_size: opts.target_size,
         buffer_size: opts.buffer_size,
         split_size: opts.split_size,
+        converter: crate::core::convert::OUTPUT_VERSION,
     }
 }
 
@@ -215,6 +271,18 @@ pub fn claim_job(dest: &dyn Store, spec: &JobSpec, source: &str) -> anyhow::Resu
                 );
             }
             return Ok(job);
+        }
+        if rec.spec.job_name == spec.job_name && rec.spec.converter != spec.converter {
+            bail!(
+                "{} holds job {} named {:?}, whose objects were converted by converter output version {} (backfill {}); this binary's converter writes version {}, so its objects would not match the ones already there. Finish that job with backfill {}, or start a new job with --job-name (or use another destination)",
+                dest.describe(),
+                rec.job,
+                spec.job_name,
+                rec.spec.converter,
+                rec.tool_version,
+                spec.converter,
+                rec.tool_version
+            );
         }
         if rec.spec.job_name == spec.job_name {
             bail!(
@@ -259,10 +327,14 @@ impl Slots {
 struct Group {
     dir: String,
     id: String,
+    /// The folder's lease, held while the group runs.
+    lease: String,
     selection: Selection,
     units: Vec<UnitSpec>,
     done: Mutex<Vec<Option<UnitManifest>>>,
     remaining: AtomicUsize,
+    /// A unit failed: the group is not assembled.
+    failed: AtomicBool,
 }
 
 /// What a committed group contributes to the job report: small, because a long job
@@ -271,6 +343,8 @@ struct Group {
 pub struct Summary {
     /// The source folder.
     pub dir: String,
+    /// The group id (its manifest's name).
+    pub group: String,
     /// The days it exported.
     pub selection: Selection,
     /// Its counts.
@@ -289,6 +363,24 @@ pub struct Summary {
     pub staged_bytes: u64,
     /// When it was committed (seconds since the epoch).
     pub committed_at: u64,
+    /// Digest of the files it read (names and sizes), to notice a folder that
+    /// changed after its commit without keeping every name in memory.
+    pub files_digest: u64,
+}
+
+/// Digest of a folder's files, names and sizes, in name order.
+fn files_digest<'a>(files: impl Iterator<Item = (&'a str, u64)>) -> u64 {
+    let mut all: Vec<(&str, u64)> = files.collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut text = String::new();
+    for (f, size) in all {
+        text.push_str(f);
+        text.push('\0');
+        text.push_str(&size.to_string());
+        text.push('\0');
+    }
+    hash64(&text)
 }
 
 fn hash64(s: &str) -> u64 {
@@ -303,6 +395,7 @@ impl Summary {
         }
         Summary {
             dir: m.dir.clone(),
+            group: m.group.clone(),
             selection: m.selection.clone(),
             stats: m.stats.clone(),
             objects: m.objects.len() as u64,
@@ -312,6 +405,12 @@ impl Summary {
             partitions: m.objects.iter().map(|o| hash64(&o.partition)).collect(),
             staged_bytes: m.staged_bytes,
             committed_at: m.committed_at,
+            // Manifests of format 1 did not record sizes: unknown.
+            files_digest: if m.format == "backfill-export/1" {
+                0
+            } else {
+                files_digest(m.units.iter().map(|u| (u.file.as_str(), u.file_size)))
+            },
         }
     }
 }
@@ -322,24 +421,41 @@ pub struct History {
     /// Summaries by folder, oldest selection first.
     pub by_dir: HashMap<String, Vec<Summary>>,
     referenced: HashSet<u64>,
+    /// Manifests read (hashes of their keys), so a refresh reads only new ones.
+    seen: HashSet<u64>,
 }
 
 impl History {
     /// Reads every group manifest of `job` in `dest`.
     pub fn load(dest: &dyn Store, job: &str) -> anyhow::Result<History> {
         let mut h = History::default();
+        h.refresh(dest, job)?;
+        Ok(h)
+    }
+
+    /// Reads the manifests committed since the last look (by other runs of the job).
+    pub fn refresh(&mut self, dest: &dyn Store, job: &str) -> anyhow::Result<()> {
         for meta in dest.list(&manifest::manifests_prefix(job))? {
+            if self.seen.contains(&hash64(&meta.key)) || !meta.key.ends_with(".json") {
+                continue;
+            }
             let Some(bytes) = dest.get(&meta.key)? else {
                 continue;
             };
             let m: GroupManifest = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading group manifest {}", meta.key))?;
-            h.add(&m);
+            self.add(&m);
         }
-        Ok(h)
+        Ok(())
     }
 
     fn add(&mut self, m: &GroupManifest) {
+        if !self
+            .seen
+            .insert(hash64(&manifest::manifest_key(&m.job, &m.group)))
+        {
+            return;
+        }
         let s = Summary::of(m, Some(&mut self.referenced));
         self.push(s);
     }
@@ -348,14 +464,6 @@ impl History {
         let v = self.by_dir.entry(s.dir.clone()).or_default();
         v.push(s);
         v.sort_by_key(|s| s.selection.covered.len());
-    }
-
-    /// Takes in the groups another history holds (those a run committed).
-    fn merge(&mut self, other: History) {
-        self.referenced.extend(other.referenced);
-        for s in other.by_dir.into_values().flatten() {
-            self.push(s);
-        }
     }
 
     /// Windows already exported from `dir`.
@@ -445,14 +553,61 @@ struct Run<'a> {
     job: String,
     progress: &'a indicatif::ProgressBar,
     stop: &'a AtomicBool,
+    leases: &'a Leases<'a>,
+    /// Raised by an error that ends the run (the destination's bookkeeping
+    /// unreadable, a lease that cannot be taken, too many failures in a row).
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
-    /// What this run committed, summarised: a whole manifest lists every object,
-    /// and a long run commits many.
-    committed: Mutex<History>,
+    /// Units and folders that failed; the run goes on with the others.
+    failures: Mutex<Vec<FailedWork>>,
+    failing_in_a_row: AtomicUsize,
+    /// The job's committed groups, summarised (a whole manifest lists every
+    /// object, and a long job commits many): those committed before this run, by
+    /// this run, and by other live runs as they are noticed.
+    history: Mutex<History>,
+    changed: Mutex<Vec<SourceChange>>,
     units_resumed: AtomicUsize,
     units_run: AtomicUsize,
     records: AtomicU64,
+}
+
+/// Units failing one after the other, with no success between, that end a run: the
+/// source or the destination is down, and going on would only fail every unit.
+const FAILURES_IN_A_ROW: usize = 8;
+
+/// Releases a unit slot when dropped, whatever happened to the unit.
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Runs `f`, turning a panic into an error (a bug in one unit must not hang or
+/// tear down the run; it fails that unit and is reported).
+fn unpanicked<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow::anyhow!("{what}: panicked: {msg}"))
+        }
+    }
+}
+
+/// What became of a folder the walk offered.
+enum Start {
+    /// Its units are running, or it needs nothing (committed, not selected).
+    Done,
+    /// Another live run holds it: come back later.
+    Busy(String, Vec<FileEntry>, lease::Holder),
+    /// The run is stopping.
+    Stop,
 }
 
 impl Run<'_> {
@@ -461,6 +616,25 @@ impl Run<'_> {
         let mut slot = self.error.lock().unwrap();
         if slot.is_none() {
             *slot = Some(e);
+        }
+    }
+
+    /// Records a unit (or a folder, with `unit` `None`) that could not be done.
+    fn failed_work(&self, dir: &str, unit: Option<&UnitSpec>, e: &anyhow::Error) {
+        let error = format!("{e:#}");
+        tracing::error!(folder = %dir, file = unit.map_or("", |u| u.file.as_str()), error = %error, "failed; the run goes on with the rest, and a rerun does this again");
+        self.failures.lock().unwrap().push(FailedWork {
+            folder: dir.to_string(),
+            file: unit.map_or(String::new(), |u| u.file.clone()),
+            start: unit.map_or(0, |u| u.start),
+            end: unit.map_or(0, |u| u.end),
+            error: error.clone(),
+        });
+        let n = self.failing_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= FAILURES_IN_A_ROW {
+            self.fail(anyhow::anyhow!(
+                "{n} units failed one after another, the last with: {error}; stopping (rerun once the source and the destination are reachable)"
+            ));
         }
     }
 
@@ -476,8 +650,8 @@ impl Run<'_> {
         self.failed.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
     }
 
-    /// A unit's checkpoint from an earlier run, if it is complete and was made
-    /// with the same selection of days.
+    /// A unit's checkpoint from an earlier run, if it is complete, was made with the
+    /// same selection of days, and the file has the size it had then.
     fn staged(&self, g: &Group, u: &UnitSpec) -> anyhow::Result<Option<UnitManifest>> {
         let (pieces_key, manifest_key) = unit::unit_keys(&self.job, &g.id, u);
         let Some(bytes) = self.staging.get(&manifest_key)? else {
@@ -488,6 +662,10 @@ impl Run<'_> {
             Err(_) => return Ok(None),
         };
         if m.format != FORMAT || m.pieces_key != pieces_key || m.selection != g.selection {
+            return Ok(None);
+        }
+        if m.file_size != u.file_size {
+            tracing::warn!(file = %u.file, was = m.file_size, now = u.file_size, "the file changed size since its unit was checkpointed; redoing the unit");
             return Ok(None);
         }
         // The pieces must be exactly what the checkpoint describes.
@@ -529,8 +707,10 @@ impl Run<'_> {
             piece_max: (self.opts.target_size / 8).max(1),
             on_progress: &on_progress,
         };
-        unit::process(&ctx, u)
-            .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))
+        let m = unit::process(&ctx, u)
+            .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))?;
+        crate::failpoint::hit("unit-staged");
+        Ok(m)
     }
 
     fn assemble(&self, g: &Group) -> anyhow::Result<()> {
@@ -538,6 +718,7 @@ impl Run<'_> {
             .into_iter()
             .map(|m| m.expect("every unit staged"))
             .collect();
+        let lease_lost = || self.leases.lost(&g.lease);
         let ctx = assemble::AssembleCtx {
             dest: self.dest,
             staging: self.staging,
@@ -545,11 +726,83 @@ impl Run<'_> {
             target_size: self.opts.target_size,
             xz_preset: self.opts.xz_preset,
             selection: &g.selection,
+            lease_lost: &lease_lost,
         };
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)
             .with_context(|| format!("assembling folder {:?}", g.dir))?;
         tracing::debug!(folder = %g.dir, objects = m.objects.len(), records = m.stats.records_out, "group committed");
-        self.committed.lock().unwrap().add(&m);
+        self.history.lock().unwrap().add(&m);
+        Ok(())
+    }
+
+    /// Ends a group's work: assembles it when every unit is staged, and gives its
+    /// folder's lease back either way.
+    fn finish_group(&self, g: &Group) {
+        let complete = !g.failed.load(Ordering::SeqCst)
+            && !self.halted()
+            && g.done.lock().unwrap().iter().all(Option::is_some);
+        if complete {
+            match unpanicked("assembly", || self.assemble(g)) {
+                Ok(()) => {
+                    self.failing_in_a_row.store(0, Ordering::SeqCst);
+                }
+                Err(e) => self.failed_work(&g.dir, None, &e),
+            }
+        }
+        if let Err(e) = self.leases.release(&g.lease) {
+            tracing::warn!(folder = %g.dir, error = %e, "could not release the folder's lease; it expires by itself");
+        }
+    }
+
+    /// Compares a committed folder's files now with what its last run read, and
+    /// reports the differences (without exporting them).
+    fn check_unchanged(&self, dir: &str, files: &[FileEntry]) -> anyhow::Result<()> {
+        let (digest, group) = {
+            let h = self.history.lock().unwrap();
+            let Some(last) = h.by_dir.get(dir).and_then(|v| v.last()) else {
+                return Ok(());
+            };
+            (last.files_digest, last.group.clone())
+        };
+        let now = files_digest(files.iter().map(|f| (f.path.as_str(), f.size)));
+        if digest == 0 || digest == now {
+            return Ok(());
+        }
+        let key = manifest::manifest_key(&self.job, &group);
+        let Some(bytes) = self.dest.get(&key)? else {
+            return Ok(());
+        };
+        let m: GroupManifest =
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {key}"))?;
+        let read: HashMap<&str, u64> = m
+            .units
+            .iter()
+            .map(|u| (u.file.as_str(), u.file_size))
+            .collect();
+        let here: HashMap<&str, u64> = files.iter().map(|f| (f.path.as_str(), f.size)).collect();
+        let mut change = SourceChange {
+            folder: dir.to_string(),
+            added: Vec::new(),
+            resized: Vec::new(),
+            removed: Vec::new(),
+        };
+        for f in files {
+            match read.get(f.path.as_str()) {
+                None => change.added.push(f.path.clone()),
+                Some(&size) if size != f.size => change.resized.push(f.path.clone()),
+                Some(_) => {}
+            }
+        }
+        let mut removed: Vec<String> = read
+            .keys()
+            .filter(|f| !here.contains_key(*f))
+            .map(|f| f.to_string())
+            .collect();
+        removed.sort();
+        change.removed = removed;
+        tracing::warn!(folder = %dir, added = change.added.len(), resized = change.resized.len(), removed = change.removed.len(),
+            "a committed folder's files changed since it was exported; not exported again (see the report's source_changed)");
+        self.changed.lock().unwrap().push(change);
         Ok(())
     }
 }
@@ -565,10 +818,21 @@ fn slice_id(dir: &str, selection: &Selection) -> String {
     }
 }
 
+/// How an export ended: its report (always, whatever happened), and whether it
+/// was stopped by a signal.
+pub struct Outcome {
+    /// The report of the whole job as far as it got; `error` and `failed` say what
+    /// went wrong.
+    pub report: Report,
+    /// Stopped by a signal (checkpoints written).
+    pub interrupted: bool,
+}
+
 /// Runs (or resumes) an export. `stop` is raised by a signal handler: no new unit
-/// starts, running ones finish and are checkpointed. Returns the report and whether
-/// the run was stopped before the end.
-#[allow(clippy::too_many_arguments)]
+/// starts, running ones finish and are checkpointed. Several runs of one job may run
+/// at once, on one machine or many: they share the folders through leases (see
+/// [`lease`]), and a folder another live run is exporting is waited for, or taken
+/// over once that run stops renewing its lease.
 pub fn export(
     mappings: &Mappings,
     source: &dyn Source,
@@ -577,20 +841,187 @@ pub fn export(
     opts: &ExportOptions,
     progress: &indicatif::ProgressBar,
     stop: &AtomicBool,
-) -> anyhow::Result<(Report, bool)> {
+) -> Outcome {
     let started = Instant::now();
     let spec = job_spec(opts, mappings);
+    let mut report = Report {
+        job: spec.id(),
+        source: source.describe(),
+        destination: dest.describe(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        mappings_version: mappings.version().to_string(),
+        ..Default::default()
+    };
+    let mut interrupted = false;
+    if let Err(e) = export_job(
+        mappings,
+        source,
+        dest,
+        staging,
+        opts,
+        progress,
+        stop,
+        &mut report,
+        &mut interrupted,
+    ) {
+        report.error = Some(format!("{e:#}"));
+        report.complete = false;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Outcome {
+        report,
+        interrupted,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_job(
+    mappings: &Mappings,
+    source: &dyn Source,
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    progress: &indicatif::ProgressBar,
+    stop: &AtomicBool,
+    report: &mut Report,
+    interrupted: &mut bool,
+) -> anyhow::Result<()> {
+    let spec = job_spec(opts, mappings);
     let job = claim_job(dest, &spec, &source.describe())?;
-    let mut history = History::load(dest, &job)?;
+    let window = match (opts.window.from, opts.window.to) {
+        (None, None) => "all".to_string(),
+        (f, t) => format!(
+            "{}..{}",
+            f.map_or("".into(), |d| d.to_string()),
+            t.map_or("".into(), |d| d.to_string())
+        ),
+    };
+    let leases = Leases::new(dest, &job, RunId::this_process(), opts.lease_ttl, window);
+    // Announce this run before looking for a sweep in progress (see `lease`).
+    leases
+        .announce()
+        .with_context(|| format!("writing this run's lease in {}", dest.describe()))?;
+    let mut said = false;
+    while let Some(h) = leases.holder_of(lease::SWEEP)? {
+        if !said {
+            tracing::info!(holder = %h.describe(manifest::now_secs()), "another run of this job is sweeping its leftovers; waiting for it to finish");
+            said = true;
+        }
+        if stop.load(Ordering::SeqCst) {
+            leases.withdraw()?;
+            *interrupted = true;
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let done = (Mutex::new(false), Condvar::new());
+    std::thread::scope(|ts| {
+        let leases = &leases;
+        let done = &done;
+        std::thread::Builder::new()
+            .name("backfill-heartbeat".into())
+            .spawn_scoped(ts, move || loop {
+                let (lock, cv) = done;
+                let g = lock.lock().unwrap();
+                let (g, _) = cv.wait_timeout(g, leases.heartbeat_every()).unwrap();
+                if *g {
+                    return;
+                }
+                drop(g);
+                if let Err(e) = leases.heartbeat() {
+                    tracing::warn!(error = %e, "lease heartbeat failed; retrying at the next beat");
+                }
+            })
+            .expect("spawn the heartbeat thread");
+        let r = run_job(
+            mappings,
+            source,
+            dest,
+            staging,
+            opts,
+            progress,
+            stop,
+            report,
+            interrupted,
+            &job,
+            leases,
+        );
+        *done.0.lock().unwrap() = true;
+        done.1.notify_all();
+        r
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_job(
+    mappings: &Mappings,
+    source: &dyn Source,
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    progress: &indicatif::ProgressBar,
+    stop: &AtomicBool,
+    report: &mut Report,
+    interrupted: &mut bool,
+    job: &str,
+    leases: &Leases<'_>,
+) -> anyhow::Result<()> {
+    let outcome = walk_job(
+        mappings,
+        source,
+        dest,
+        staging,
+        opts,
+        progress,
+        stop,
+        report,
+        interrupted,
+        job,
+        leases,
+    );
+    // Whatever happened, no lease of this run outlives it.
+    leases.release_all();
+    let complete = outcome.as_ref().is_ok_and(|c| *c);
+    report.complete = complete;
+    if complete {
+        report.sweep = match sweep(dest, staging, opts, job, leases) {
+            Ok(s) => s,
+            Err(e) => {
+                leases.release_all();
+                return Err(e.context("sweeping the job's leftovers"));
+            }
+        };
+    } else if let Err(e) = leases.withdraw() {
+        tracing::warn!(error = %e, "could not withdraw this run's lease; it expires by itself");
+    }
+    outcome.map(|_| ())
+}
+
+/// Walks the source, runs every selected folder not yet committed (waiting for
+/// those other runs hold), and fills the report. Returns whether every selected
+/// folder is committed now.
+#[allow(clippy::too_many_arguments)]
+fn walk_job(
+    mappings: &Mappings,
+    source: &dyn Source,
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    progress: &indicatif::ProgressBar,
+    stop: &AtomicBool,
+    report: &mut Report,
+    interrupted: &mut bool,
+    job: &str,
+    leases: &Leases<'_>,
+) -> anyhow::Result<bool> {
+    let history = History::load(dest, job)?;
     let survey = survey(source, opts)?;
     progress.set_length(survey.bytes);
     let record = manifest::RunRecord {
-        job: job.clone(),
-        started_at: manifest::now_secs(),
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
-        pid: std::process::id(),
+        job: job.to_string(),
+        started_at: leases.me().started_at,
+        host: leases.me().host.clone(),
+        pid: leases.me().pid,
         jobs: opts.jobs,
         folders: survey.folders,
         files: survey.files,
@@ -600,7 +1031,7 @@ pub fn export(
     dest.put(
         &format!(
             "{}{}-{}-{}.json",
-            manifest::runs_prefix(&job),
+            manifest::runs_prefix(job),
             record.started_at,
             record.host,
             record.pid
@@ -613,12 +1044,16 @@ pub fn export(
         dest,
         staging,
         opts,
-        job: job.clone(),
+        job: job.to_string(),
         progress,
         stop,
+        leases,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
-        committed: Mutex::new(History::default()),
+        failures: Mutex::new(Vec::new()),
+        failing_in_a_row: AtomicUsize::new(0),
+        history: Mutex::new(history),
+        changed: Mutex::new(Vec::new()),
         units_resumed: AtomicUsize::new(0),
         units_run: AtomicUsize::new(0),
         records: AtomicU64::new(0),
@@ -631,129 +1066,244 @@ pub fn export(
         free: Mutex::new(2 * opts.jobs.max(1)),
         cv: Condvar::new(),
     };
-    let mut listing_unreadable = Vec::new();
     let mut groups_resumed = 0u64;
+    let mut folders_waited = 0u64;
+    let mut all_started = false;
     let run_ref = &run;
     let slots_ref = &slots;
-    let history_ref = &history;
     let walked = pool.in_place_scope(|scope| {
-        source.walk(&mut |item| {
+        // Offers one folder: skipped when committed, run when its lease is ours,
+        // handed back when another live run holds it.
+        let mut start = |dir: String, files: Vec<FileEntry>| -> Start {
             if run_ref.halted() {
-                return false;
+                return Start::Stop;
             }
-            let (dir, files) = match item {
-                WalkItem::Folder { dir, files } => (dir, files),
-                WalkItem::Unreadable { path, error } => {
-                    listing_unreadable.push(Unreadable {
-                        file: path,
-                        offset: 0,
-                        length: 0,
-                        error,
-                    });
-                    return true;
-                }
+            let bytes: u64 = files.iter().map(|f| f.size).sum();
+            let committed = |run: &Run<'_>| {
+                plan::covers(
+                    &run.history.lock().unwrap().covered(&dir),
+                    &opts.window,
+                )
             };
-            if !plan::folder_selected(&dir, &opts.window, opts.folder_margin) {
-                return true;
-            }
-            let covered = history_ref.covered(&dir);
-            if plan::covers(&covered, &opts.window) {
+            if committed(run_ref) {
+                if let Err(e) = run_ref.check_unchanged(&dir, &files) {
+                    tracing::warn!(folder = %dir, error = %format!("{e:#}"), "could not compare the folder with its manifest");
+                }
                 groups_resumed += 1;
-                progress.inc(files.iter().map(|f| f.size).sum());
-                return true;
+                progress.inc(bytes);
+                return Start::Done;
+            }
+            let lease_name = lease::folder_lease(&plan::group_id(&dir));
+            match run_ref.leases.try_take(&lease_name, &format!("folder {dir}")) {
+                Ok(Taken::Held) => {}
+                Ok(Taken::Busy(h)) => return Start::Busy(dir, files, h),
+                Err(e) => {
+                    run_ref.fail(anyhow::Error::from(e).context(format!("taking the lease of folder {dir}")));
+                    return Start::Stop;
+                }
+            }
+            // Another run may have committed the folder since this run looked.
+            let refreshed = run_ref.history.lock().unwrap().refresh(dest, &run_ref.job);
+            if let Err(e) = refreshed {
+                let _ = run_ref.leases.release(&lease_name);
+                run_ref.fail(e);
+                return Start::Stop;
+            }
+            if committed(run_ref) {
+                let _ = run_ref.leases.release(&lease_name);
+                groups_resumed += 1;
+                progress.inc(bytes);
+                return Start::Done;
             }
             let selection = Selection {
                 window: opts.window,
-                covered,
+                covered: run_ref.history.lock().unwrap().covered(&dir),
             };
             let units = plan::units(&files, opts.split_size);
             let n = units.len();
             let g = Arc::new(Group {
                 id: slice_id(&dir, &selection),
                 dir,
+                lease: lease_name,
                 selection,
                 units,
                 done: Mutex::new(vec![None; n]),
                 remaining: AtomicUsize::new(n),
+                failed: AtomicBool::new(false),
             });
             for i in 0..n {
                 slots_ref.acquire();
-                if run_ref.halted() {
-                    slots_ref.release();
-                    return false;
-                }
                 let g = Arc::clone(&g);
                 scope.spawn(move |scope| {
-                    let r = if run_ref.halted() {
-                        None
-                    } else {
-                        Some(run_ref.run_unit(&g, i))
+                    let r = {
+                        let _slot = SlotGuard(slots_ref);
+                        if run_ref.halted() || g.failed.load(Ordering::SeqCst) {
+                            None
+                        } else {
+                            Some(unpanicked("unit", || run_ref.run_unit(&g, i)))
+                        }
                     };
-                    slots_ref.release();
                     match r {
-                        Some(Ok(m)) => g.done.lock().unwrap()[i] = Some(m),
-                        Some(Err(e)) => run_ref.fail(e),
+                        Some(Ok(m)) => {
+                            run_ref.failing_in_a_row.store(0, Ordering::SeqCst);
+                            g.done.lock().unwrap()[i] = Some(m);
+                        }
+                        Some(Err(e)) => {
+                            g.failed.store(true, Ordering::SeqCst);
+                            run_ref.failed_work(&g.dir, Some(&g.units[i]), &e);
+                        }
                         None => {}
                     }
-                    if g.remaining.fetch_sub(1, Ordering::SeqCst) == 1 && !run_ref.halted() {
-                        scope.spawn(move |_| {
-                            if let Err(e) = run_ref.assemble(&g) {
-                                run_ref.fail(e);
-                            }
-                        });
+                    if g.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        scope.spawn(move |_| run_ref.finish_group(&g));
                     }
                 });
             }
-            true
-        })
+            Start::Done
+        };
+        let mut busy: Vec<(String, Vec<FileEntry>)> = Vec::new();
+        let walked = source.walk(&mut |item| {
+            let (dir, files) = match item {
+                WalkItem::Folder { dir, files } => (dir, files),
+                WalkItem::Unreadable { path, error } => {
+                    run_ref.failed_work(
+                        &path,
+                        None,
+                        &anyhow::anyhow!("cannot list {path}: {error}"),
+                    );
+                    return !run_ref.halted();
+                }
+            };
+            if !plan::folder_selected(&dir, &opts.window, opts.folder_margin) {
+                return true;
+            }
+            match start(dir, files) {
+                Start::Done => true,
+                Start::Busy(dir, files, h) => {
+                    tracing::info!(folder = %dir, holder = %h.describe(manifest::now_secs()), "another run of this job is exporting this folder; coming back to it later");
+                    busy.push((dir, files));
+                    true
+                }
+                Start::Stop => false,
+            }
+        });
+        if walked.is_err() || run_ref.halted() {
+            return walked;
+        }
+        // Folders other runs held: wait until they commit them, or take them over
+        // when those runs stop renewing their leases.
+        folders_waited = busy.len() as u64;
+        while !busy.is_empty() {
+            let mut still = Vec::new();
+            for (dir, files) in busy {
+                match start(dir, files) {
+                    Start::Done => {}
+                    Start::Busy(dir, files, _) => still.push((dir, files)),
+                    Start::Stop => return walked,
+                }
+            }
+            busy = still;
+            let until = Instant::now() + std::time::Duration::from_secs(1);
+            while !busy.is_empty() && Instant::now() < until && !run_ref.halted() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if run_ref.halted() {
+                return walked;
+            }
+        }
+        all_started = true;
+        walked
     });
-    walked.with_context(|| format!("listing {}", source.describe()))?;
-    if let Some(e) = run.error.lock().unwrap().take() {
+    if let Err(e) = walked {
+        run.fail(anyhow::Error::from(e).context(format!("listing {}", source.describe())));
+    }
+    *interrupted = stop.load(Ordering::SeqCst);
+    let failures = std::mem::take(&mut *run.failures.lock().unwrap());
+    let error = run.error.lock().unwrap().take();
+    let history = run.history.into_inner().unwrap();
+    report.groups_resumed = groups_resumed;
+    report.folders_waited = folders_waited;
+    report.units_resumed = run.units_resumed.load(Ordering::Relaxed) as u64;
+    report.units_run = run.units_run.load(Ordering::Relaxed) as u64;
+    history.totals(report);
+    report.stats.unreadable.sort();
+    report.failed = failures;
+    report.source_changed = run.changed.into_inner().unwrap();
+    if let Some(e) = error {
         return Err(e);
     }
-    let interrupted = stop.load(Ordering::SeqCst);
-    history.merge(std::mem::take(&mut *run.committed.lock().unwrap()));
-    let mut report = Report {
-        job: job.clone(),
-        source: source.describe(),
-        destination: dest.describe(),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        mappings_version: mappings.version().to_string(),
-        groups_resumed,
-        units_resumed: run.units_resumed.load(Ordering::Relaxed) as u64,
-        units_run: run.units_run.load(Ordering::Relaxed) as u64,
-        ..Default::default()
-    };
-    history.totals(&mut report);
-    report.stats.unreadable.extend(listing_unreadable);
-    report.stats.unreadable.sort();
-    if !interrupted {
-        // Every selected folder is committed: anything of this job that no manifest
-        // references is left from a crash with other input, and goes.
-        report.orphans_removed = remove_orphans(dest, &job, &history.referenced)?;
-        let staged = format!("{}/staging/{job}/", manifest::BOOKKEEPING);
-        // Every selected folder is committed; checkpoints left by a crash between a
-        // commit and its clean-up, or by runs with other windows, are not needed.
-        for m in staging.list(&staged)? {
-            staging.delete(&m.key)?;
-        }
-        let ours = |key: &str| owned_by(key, &job) || bookkeeping_of(key, &job);
-        report.incomplete_removed = dest.remove_incomplete(&ours)?;
-        if !std::ptr::addr_eq(dest, staging) {
-            report.incomplete_removed += staging.remove_incomplete(&ours)?;
-        }
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok((report, interrupted))
+    Ok(all_started && !*interrupted && report.failed.is_empty())
 }
 
-/// Deletes objects of `job` that no group manifest references; returns how many.
-/// Objects of other writers are never touched (SPEC §6).
+/// The end of a complete run: removes what crashed runs of the job left (objects no
+/// manifest references, staging, incomplete uploads, expired leases), but only
+/// while no other run of the job is alive and under the job's sweep lease (see
+/// [`lease`]). Returns what it did, for the report.
+fn sweep(
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    job: &str,
+    leases: &Leases<'_>,
+) -> anyhow::Result<String> {
+    // This run is done: withdrawing first lets the last of several finishing runs
+    // see that it is the last.
+    leases.withdraw()?;
+    if let Taken::Busy(h) = leases.try_take(lease::SWEEP, "sweep")? {
+        return Ok(format!(
+            "left to {}, which is sweeping",
+            h.describe(manifest::now_secs())
+        ));
+    }
+    let result = (|| -> anyhow::Result<String> {
+        let others = leases.other_live_runs()?;
+        if !others.is_empty() {
+            let now = manifest::now_secs();
+            let names: Vec<String> = others.iter().map(|h| h.describe(now)).collect();
+            return Ok(format!(
+                "left to the last live run of the job ({})",
+                names.join("; ")
+            ));
+        }
+        // Every manifest, read again just before: what other runs committed counts.
+        let referenced = History::load(dest, job)?.referenced;
+        let (orphans, young) = remove_orphans(dest, job, &referenced, opts.orphan_grace)?;
+        let mut staged = 0;
+        for m in staging.list(&format!("{}/staging/{job}/", manifest::BOOKKEEPING))? {
+            crate::failpoint::hit("staging-remove");
+            staging.delete(&m.key)?;
+            staged += 1;
+        }
+        let ours = |key: &str| owned_by(key, job) || bookkeeping_of(key, job);
+        let mut incomplete = dest.remove_incomplete(&ours)?;
+        if !std::ptr::addr_eq(dest, staging) {
+            incomplete += staging.remove_incomplete(&ours)?;
+        }
+        let expired = leases.remove_expired()?;
+        let mut s = format!(
+            "removed {orphans} orphan objects, {staged} staged objects, {incomplete} incomplete writes, {expired} expired leases"
+        );
+        if young > 0 {
+            s += &format!(
+                "; kept {young} unreferenced objects younger than --orphan-grace ({} s)",
+                opts.orphan_grace
+            );
+        }
+        Ok(s)
+    })();
+    leases.release(lease::SWEEP)?;
+    result
+}
+
+/// Deletes objects of `job` that no group manifest references and that are older
+/// than `grace` seconds; returns how many went and how many were kept as too
+/// young. Objects of other writers are never touched (SPEC §6).
 pub fn remove_orphans(
     dest: &dyn Store,
     job: &str,
     referenced: &HashSet<u64>,
-) -> anyhow::Result<u64> {
+    grace: u64,
+) -> anyhow::Result<(u64, u64)> {
     // The whole store is scanned as it is listed (it may hold years of objects of
     // other jobs); only this job's unreferenced keys, normally none, are kept, and
     // deleted after the listing.
@@ -764,11 +1314,25 @@ pub fn remove_orphans(
         }
         Ok(())
     })?;
+    let now = manifest::now_secs();
+    let (mut removed, mut young) = (0, 0);
     for key in &orphans {
+        // The age is read right before the delete: a rewrite since the listing
+        // makes the object young again.
+        match dest.modified(key)? {
+            None => continue,
+            Some(t) if now.saturating_sub(t) < grace => {
+                young += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
         tracing::warn!(key = %key, "removing orphan object of this job (no manifest references it)");
+        crate::failpoint::hit("sweep-delete");
         dest.delete(key)?;
+        removed += 1;
     }
-    Ok(orphans.len() as u64)
+    Ok((removed, young))
 }
 
 /// Feeds what is written to a CRC-32, to check staged pieces as they stream by.

@@ -20,7 +20,7 @@ use crate::core::mappings::Mappings;
 use crate::core::schema::Filter;
 use crate::core::seqfile::SeqReader;
 use crate::core::textdump::TextDumpReader;
-use crate::source::Source;
+use crate::source::{is_corrupt, is_fault, Source, SourceFault};
 use crate::store::{ObjectWriter, Store};
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -320,6 +320,7 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
         file: unit.file.clone(),
         start: unit.start,
         end: unit.end,
+        file_size: unit.file_size,
         pieces_key,
         pieces_crc32,
         pieces,
@@ -442,8 +443,23 @@ fn read_unit(
         file: &unit.file,
         line: Vec::new(),
     };
+    // Every failure of the source itself (open, read, seek, after its retries)
+    // fails the unit: nothing is checkpointed and a rerun reads it again. Only
+    // bytes that are there and cannot be decoded are `unreadable`.
+    let fail = |what: &str, at: u64, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::Other,
+            SourceFault(io::Error::other(format!(
+                "{}: {what} at offset {at}: {e}",
+                unit.file
+            ))),
+        )
+    };
     let mut file = match ctx.source.open(&unit.file) {
-        Ok(f) => f,
+        Ok(f) => crate::source::Faulting(f),
+        Err(e) if !is_corrupt(&e) => {
+            return Err(fail("cannot open", unit.start, &e));
+        }
         Err(e) => {
             unreadable(
                 stats,
@@ -458,6 +474,7 @@ fn read_unit(
     let mut prefix = [0u8; body::SNIFF_LEN];
     let n = match read_prefix(&mut file, &mut prefix) {
         Ok(n) => n,
+        Err(e) if is_fault(&e) => return Err(fail("cannot read", 0, &e)),
         Err(e) => {
             unreadable(
                 stats,
@@ -473,16 +490,9 @@ fn read_unit(
     if container == Container::SequenceFile {
         stats.bytes_in += unit.end - unit.start;
         if let Err(e) = file.seek(SeekFrom::Start(0)) {
-            unreadable(
-                stats,
-                unit,
-                unit.start,
-                unit.end,
-                format!("cannot seek: {e}"),
-            );
-            return Ok(());
+            return Err(fail("cannot seek", 0, &e));
         }
-        return read_seqfile(ctx, unit, file, &mut sink, stager, stats);
+        return read_seqfile(ctx, unit, Box::new(file), &mut sink, stager, stats);
     }
     // Text dumps are not split: the unit at offset 0 reads the whole file.
     if unit.start != 0 {
@@ -519,6 +529,7 @@ fn read_unit(
                 }
             }
             Ok(None) => break,
+            Err(e) if is_fault(&e) => return Err(fail("cannot read", next_at, &e)),
             Err(e) => {
                 // Offsets of compressed dumps are in the decompressed stream; the
                 // region runs to the end of the file.
@@ -564,8 +575,18 @@ fn read_seqfile(
     stager: &mut Stager,
     stats: &mut Stats,
 ) -> io::Result<()> {
+    let fail = |e: &dyn std::error::Error, at: u64| {
+        io::Error::new(
+            io::ErrorKind::Other,
+            SourceFault(io::Error::other(format!(
+                "{}: cannot read at offset {at}: {e}",
+                unit.file
+            ))),
+        )
+    };
     let mut reader = match SeqReader::open_split(file, unit.start, unit.end) {
         Ok(r) => r,
+        Err(e) if is_fault(&e) => return Err(fail(&e, unit.start)),
         Err(e) => {
             unreadable(
                 stats,
@@ -594,6 +615,7 @@ fn read_seqfile(
                 }
             }
             Ok(None) => break,
+            Err(e) if is_fault(&e) => return Err(fail(&e, e.offset())),
             Err(e) => {
                 let at = e.offset();
                 match reader.recover() {
@@ -607,6 +629,7 @@ fn read_seqfile(
                         unreadable(stats, unit, at, unit.end.max(at), e.to_string());
                         break;
                     }
+                    Err(e2) if is_fault(&e2) => return Err(fail(&e2, at)),
                     Err(e2) => {
                         unreadable(stats, unit, at, unit.end.max(at), format!("{e}; then {e2}"));
                         break;

@@ -58,8 +58,11 @@ pub struct HdfsOptions {
     /// Retries of an HDFS request that failed in a way that can pass (a DataNode or
     /// NameNode unreachable or restarting, a timeout, a short read), with jittered
     /// exponential backoff (0.2 s doubling, at most 10 s). Each retry of a read asks
-    /// the NameNode afresh where the blocks are.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    /// the NameNode afresh where the blocks are. The default waits at least 46 s in
+    /// all (at most 92 s), longer than a DataNode takes to restart (~40 s measured).
+    /// A request still failing then fails its unit: the run goes on with the others
+    /// and exits 1, and a rerun reads that unit again.
+    #[arg(long, default_value_t = 14, value_name = "N")]
     pub hdfs_retries: u32,
     /// Seconds one HDFS request (a listing page, an open, one chunk read) may take
     /// before it is abandoned and retried; also the DataNode socket timeout.
@@ -85,7 +88,7 @@ impl Default for HdfsOptions {
     fn default() -> Self {
         HdfsOptions {
             max_read_rate: None,
-            hdfs_retries: 5,
+            hdfs_retries: 14,
             hdfs_timeout: 60,
             hdfs_read_size: 8 << 20,
             hdfs_principal: None,
@@ -333,7 +336,13 @@ impl Failure {
         } else {
             String::new()
         };
-        io::Error::new(kind, format!("{context}: {self}{tries}"))
+        let message = format!("{context}: {self}{tries}");
+        if matches!(self, Failure::Hdfs(HdfsError::ChecksumError)) {
+            // Every replica failed its checksum, every time: the bytes are damaged
+            // where they are stored, which no rerun mends.
+            return io::Error::new(io::ErrorKind::InvalidData, super::CorruptSource(message));
+        }
+        io::Error::new(kind, message)
     }
 }
 
@@ -389,14 +398,24 @@ struct Shared {
 
 impl Shared {
     /// Runs `op` with the timeout, retrying transient failures; `context` names the
-    /// request for messages ("hdfs://nn/path: listing").
-    async fn retry<T, F, Fut>(&self, context: impl Fn() -> String, mut op: F) -> io::Result<T>
+    /// request for messages ("hdfs://nn/path: listing"). `read_bytes` is what each
+    /// attempt reads, taken from `--max-read-rate` before the attempt's timeout
+    /// starts: waiting for the rate limit is not the server being slow.
+    async fn retry<T, F, Fut>(
+        &self,
+        context: impl Fn() -> String,
+        read_bytes: u64,
+        mut op: F,
+    ) -> io::Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mut attempt = 0;
         loop {
+            if let (Some(limit), true) = (&self.limit, read_bytes > 0) {
+                limit.acquire(read_bytes).await;
+            }
             let result = match tokio::time::timeout(self.timeout, op(attempt)).await {
                 Ok(r) => r,
                 Err(_) => Err(Failure::Timeout(self.timeout.as_secs())),
@@ -424,6 +443,7 @@ impl Shared {
     async fn list(&self, dir: &str, rel: &str) -> io::Result<(Vec<FileEntry>, Vec<String>)> {
         self.retry(
             || format!("{}: listing", self.url.show(dir)),
+            0,
             |_| async move {
                 let mut files = Vec::new();
                 let mut dirs = Vec::new();
@@ -550,6 +570,7 @@ impl HdfsSource {
             let path = &s.url.path;
             s.retry(
                 || s.url.show(path),
+                0,
                 |_| async { Ok(s.client.get_file_info(path).await?) },
             )
             .await
@@ -628,6 +649,7 @@ impl Source for HdfsSource {
             let s = &self.shared;
             let info = self.io.block_on(s.retry(
                 || s.url.show(&root),
+                0,
                 |_| async { Ok(s.client.get_file_info(&root).await?) },
             ))?;
             visit(match info {
@@ -659,8 +681,12 @@ impl Source for HdfsSource {
         let reader = self.io.block_on({
             let abs = abs.clone();
             async move {
-                s.retry(|| format!("{}: open", s.url.show(&abs)), |_| s.open(&abs))
-                    .await
+                s.retry(
+                    || format!("{}: open", s.url.show(&abs)),
+                    0,
+                    |_| s.open(&abs),
+                )
+                .await
             }
         })??;
         let len = reader.file_length() as u64;
@@ -719,12 +745,10 @@ impl OpenFile {
         this.shared
             .retry(
                 || format!("{}: read of {len} bytes at offset {offset}", this.name),
+                len as u64,
                 |attempt| async move {
                     if attempt > 0 {
                         this.reopen().await?;
-                    }
-                    if let Some(limit) = &this.shared.limit {
-                        limit.acquire(len as u64).await;
                     }
                     let r = this.current();
                     let got = r.read_range(offset as usize, len).await?;

@@ -7,7 +7,91 @@ pub mod contract;
 pub mod hdfs;
 pub mod local;
 
-use std::io::{self, Read, Seek};
+use std::io::{self, Read, Seek, SeekFrom};
+
+/// An I/O failure of the source itself, not of the bytes it holds: a file that could
+/// not be opened, read or sought, a server not reached after its retries. Whatever
+/// reads on top of a source (decompression, the SequenceFile reader) passes such an
+/// error up unchanged inside its own, so a unit can tell "try again later" (the unit
+/// fails, nothing is checkpointed, a rerun reads it) from "these bytes cannot be
+/// decoded" (recorded as `unreadable`, SPEC §6).
+#[derive(Debug)]
+pub struct SourceFault(pub io::Error);
+
+impl std::fmt::Display for SourceFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceFault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Content a source could deliver but that is damaged at the source (an HDFS block
+/// whose every replica fails its checksum): unreadable, not a passing fault.
+#[derive(Debug)]
+pub struct CorruptSource(pub String);
+
+impl std::fmt::Display for CorruptSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CorruptSource {}
+
+/// Marks `e` as a fault of the source (see [`SourceFault`]), unless it says the
+/// content is corrupt or is marked already.
+pub fn fault(e: io::Error) -> io::Error {
+    let marked = e
+        .get_ref()
+        .is_some_and(|i| i.is::<SourceFault>() || i.is::<CorruptSource>());
+    if marked {
+        e
+    } else {
+        io::Error::new(e.kind(), SourceFault(e))
+    }
+}
+
+/// Whether `e`, or any error it wraps, is a [`SourceFault`].
+pub fn is_fault(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.is::<SourceFault>() {
+            return true;
+        }
+        if let Some(io) = x.downcast_ref::<io::Error>() {
+            if io.get_ref().is_some_and(|i| i.is::<SourceFault>()) {
+                return true;
+            }
+        }
+        cur = x.source();
+    }
+    false
+}
+
+/// Whether `e` says the content is damaged at the source ([`CorruptSource`]).
+pub fn is_corrupt(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<CorruptSource>())
+}
+
+/// A reader whose every error is marked as a [`fault`] of the source.
+pub struct Faulting<R>(pub R);
+
+impl<R: Read> Read for Faulting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(fault)
+    }
+}
+
+impl<R: Seek> Seek for Faulting<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.0.seek(pos).map_err(fault)
+    }
+}
 
 /// A seekable byte stream (files are split at byte offsets).
 pub trait ReadSeek: Read + Seek + Send {}

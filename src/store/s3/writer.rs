@@ -322,6 +322,7 @@ async fn upload_part(
             f,
         )
     })?;
+    crate::failpoint::hit("multipart-part-uploaded");
     Ok(CompletedPart::builder()
         .part_number(n)
         .set_e_tag(out.e_tag)
