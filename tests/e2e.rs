@@ -170,7 +170,11 @@ fn e2e_hdfs_to_s3_is_byte_identical_to_local_to_local() {
     st.extend(s3_args(&endpoint));
     let out = backfill(&st.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("done"), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().next().unwrap().ends_with(": done"),
+        "{}",
+        out.stdout
+    );
     let mut er = vec!["errors".to_string(), dest];
     er.extend(s3_args(&endpoint));
     let out = backfill(&er.iter().map(String::as_str).collect::<Vec<_>>());

@@ -289,8 +289,6 @@ fn bad_input_is_counted_and_the_run_goes_on() {
         })
         .collect();
     std::fs::write(day.join("part-m-00003"), &random).unwrap();
-    // A file that cannot be opened (a dangling link: root reads any file).
-    std::os::unix::fs::symlink(t.path().join("nowhere"), day.join("part-m-00004")).unwrap();
     // Non-UTF-8 values and a 10 MB record.
     let mut odd = vec![bad(1, "20131010")];
     let big = payload("saved-session", "nightly", "24.0a1", "20130901030201").replace(
@@ -325,10 +323,6 @@ fn bad_input_is_counted_and_the_run_goes_on() {
         files.contains("data/telemetry/2013/10/10/part-m-00002"),
         "{unreadable:?}"
     );
-    assert!(
-        files.contains("data/telemetry/2013/10/10/part-m-00004"),
-        "{unreadable:?}"
-    );
     let trunc_region = unreadable
         .iter()
         .find(|u| u["file"].as_str().unwrap().ends_with("00002"))
@@ -355,10 +349,48 @@ fn bad_input_is_counted_and_the_run_goes_on() {
     });
     assert!(big_written);
     assert!(
-        out.stderr.contains("part-m-00004"),
-        "the summary names unreadable files: {}",
+        out.stderr.contains("part-m-00002 at offset"),
+        "the summary names unreadable files and offsets: {}",
         out.stderr
     );
+}
+
+#[test]
+fn a_folder_that_cannot_be_listed_fails_the_run_and_the_rest_commits() {
+    let t = tmp();
+    let src = t.path().join("src");
+    let day = day_dir(&src, "20131010");
+    let recs: Vec<Rec> = (0..20).map(|n| good(n, "20131010")).collect();
+    write_seq(&day.join("part-m-00000"), &recs, BLOCK);
+    let other = day_dir(&src, "20131011");
+    write_seq(
+        &other.join("part-m-00000"),
+        &(20..40).map(|n| good(n, "20131011")).collect::<Vec<_>>(),
+        BLOCK,
+    );
+    // A dangling link cannot be listed (stat fails): an I/O error, not bad bytes.
+    std::os::unix::fs::symlink(t.path().join("nowhere"), day.join("part-m-00004")).unwrap();
+    let dest = t.path().join("dest");
+    let (out, rep) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 1, "a listing failure is exit 1\n{}", out.stderr);
+    assert_eq!(rep["complete"], false);
+    let failed = rep["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("part-m-00004"),
+        "{failed:?}"
+    );
+    assert!(rep["unreadable"].as_array().unwrap().is_empty());
+    // The other folder is committed; the rerun after the fix finishes the job.
+    assert_eq!(rep["records_out"], 20);
+    std::fs::remove_file(day.join("part-m-00004")).unwrap();
+    let (out, rep) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["records_out"], 40);
+    assert_eq!(rep["complete"], true);
 }
 
 #[test]

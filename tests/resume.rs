@@ -100,27 +100,45 @@ fn killed_anywhere_then_rerun_gives_the_same_store() {
     for (trial, delay) in delays(trials, run_ms.max(10)).into_iter().enumerate() {
         let dest = t.path().join(format!("dest{trial}"));
         let report = t.path().join(format!("report{trial}.json"));
-        // Kill once at `delay`, and again at half of it on the rerun, then finish.
-        for d in [delay, delay / 2] {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
-                .args(export_args(&src, &dest, &report))
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_millis(d);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    child.kill().unwrap();
-                    kills += 1;
-                    break;
-                }
-                std::thread::yield_now();
+        // First a SIGKILL at a chosen point: right after the (2 × trial + 1)-th unit
+        // checkpoint, proven by the failpoint's own line on stderr.
+        let point = format!("unit-staged@{}=kill", 2 * trial + 1);
+        let out = Command::new(env!("CARGO_BIN_EXE_backfill"))
+            .args(export_args(&src, &dest, &report))
+            .env("BACKFILL_FAILPOINTS", &point)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "trial {trial}: {point} did not kill the run: {stderr}"
+        );
+        assert!(
+            stderr.contains("failpoint unit-staged hit"),
+            "trial {trial}: {stderr}"
+        );
+        kills += 1;
+        // Then, on the rerun, a kill at a moment spread over a run's length (it may
+        // finish first): a machine dying anywhere.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
+            .args(export_args(&src, &dest, &report))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(delay / 2);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
             }
-            child.wait().unwrap();
+            if Instant::now() >= deadline {
+                child.kill().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::yield_now();
         }
+        child.wait().unwrap();
         let checkpoints = pending_checkpoints(&dest);
         let out = backfill(&export_args(&src, &dest, &report));
         assert_eq!(out.code, 0, "trial {trial}: {}", out.stderr);
@@ -155,10 +173,7 @@ fn killed_anywhere_then_rerun_gives_the_same_store() {
         // The final run reused every checkpoint it found and reports what it redid.
         assert!(n("units_run") + n("units_resumed") > 0 || n("groups_resumed") > 0);
     }
-    assert!(
-        kills > 0,
-        "no run was killed: the dataset is too small for the machine"
-    );
+    assert!(kills >= trials, "every trial killed at least once");
 }
 
 /// Complete unit checkpoints in staging for groups not yet committed: what a rerun
@@ -227,8 +242,26 @@ fn sigint_checkpoints_exits_130_and_the_rerun_finishes_the_same() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rerun the same command"));
     // Units were checkpointed, not the whole job.
     assert!(walk_names(&staging).iter().any(|p| p.ends_with(".json")));
+    let status = backfill(&["status", dest.to_str().unwrap(), "--json"]);
+    let jobs: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(jobs[0]["state"], "incomplete", "{}", status.stdout);
+    assert!(
+        jobs[0]["units_staged"].as_u64().unwrap() > 0,
+        "{}",
+        status.stdout
+    );
+    assert!(jobs[0]["live_runs"].as_array().unwrap().is_empty());
     let status = backfill(&["status", dest.to_str().unwrap()]);
-    assert!(status.stdout.contains("units staged"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(": incomplete"),
+        "{}",
+        status.stdout
+    );
 
     let out = backfill(&export_args(&src, &dest, &report));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -238,6 +271,9 @@ fn sigint_checkpoints_exits_130_and_the_rerun_finishes_the_same() {
         "{rep}"
     );
     assert_eq!(digests(&dest), digests(&reference));
+    let status = backfill(&["status", dest.to_str().unwrap()]);
+    let first = status.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(first.ends_with(": done"), "{}", status.stdout);
 }
 
 /// Runs the export with one worker, waits for its first unit checkpoint, then sends
@@ -347,7 +383,21 @@ fn orphans_of_this_job_go_and_other_writers_objects_stay() {
     for k in [&orphan, &foreign, &legacy] {
         std::fs::write(dest.join(k), &bytes).unwrap();
     }
+    // A fresh unreferenced object may be another run's work in progress: kept
+    // until it is older than --orphan-grace (10 minutes by default).
     let (out, rep) = export(&src, &dest, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["orphans_removed"], 0);
+    assert!(
+        rep["sweep"]
+            .as_str()
+            .unwrap()
+            .contains("kept 1 unreferenced"),
+        "{}",
+        rep["sweep"]
+    );
+    assert!(dest.join(&orphan).exists());
+    let (out, rep) = export(&src, &dest, &["--orphan-grace", "0"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(rep["orphans_removed"], 1);
     assert!(!dest.join(&orphan).exists());
@@ -376,10 +426,24 @@ fn clean_removes_staging_never_published_objects() {
     let stale = dest.join(format!("_backfill/staging/{job}/abcd0123/unit.pieces"));
     std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
     std::fs::write(&stale, b"xx").unwrap();
+    // It needs --job or --all; --dry-run removes nothing.
     let out = backfill(&["clean", dest.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = backfill(&["clean", dest.to_str().unwrap(), "--all", "--dry-run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("removed 1 staged objects"),
+        out.stdout.contains(&format!(
+            "job {job}: would remove 1 staged objects (2 bytes)"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(stale.exists());
+    let out = backfill(&["clean", dest.to_str().unwrap(), "--job", &job]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("job {job}: removed 1 staged objects (2 bytes)")),
         "{}",
         out.stdout
     );

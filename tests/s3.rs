@@ -643,7 +643,9 @@ fn s3_remove_incomplete_aborts_only_owned_uploads() {
         })
         .unwrap();
     }
-    let removed = s.remove_incomplete(&|k| k.contains(".job1-")).unwrap();
+    let removed = s
+        .remove_incomplete(&|k| k.contains(".job1-"), false)
+        .unwrap();
     assert_eq!(removed, 1);
     let left: Vec<String> = incomplete_uploads(&bucket)
         .into_iter()

@@ -33,7 +33,29 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<i32> {
     }
     let now = crate::export::manifest::now_secs();
     for j in jobs {
-        println!("job {} ({:?}) from {}", j.job, j.job_name, j.source);
+        println!(
+            "job {} ({:?}) from {}: {}",
+            j.job, j.job_name, j.source, j.state
+        );
+        for h in &j.live_runs {
+            println!("  live: {}", h.describe(now));
+        }
+        for h in &j.dead_runs {
+            println!(
+                "  stopped without finishing: {} (rerun the export to finish)",
+                h.describe(now)
+            );
+        }
+        const SHOWN: usize = 10;
+        for h in j.folders_in_flight.iter().take(SHOWN) {
+            println!("  in flight: {} by {} on {}", h.what, h.run, h.host);
+        }
+        if j.folders_in_flight.len() > SHOWN {
+            println!(
+                "  in flight: … and {} more folders",
+                j.folders_in_flight.len() - SHOWN
+            );
+        }
         println!(
             "  folders: {} done of {} planned; units staged (not yet assembled): {} of {} planned",
             j.groups_done, j.groups_planned, j.units_staged, j.units_planned
@@ -49,7 +71,6 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<i32> {
             Some(s) if j.bytes_in < j.bytes_planned => {
                 println!("  estimated time left: {s}s at the rate observed")
             }
-            _ if j.bytes_planned > 0 && j.bytes_in >= j.bytes_planned => println!("  done"),
             _ => {}
         }
     }

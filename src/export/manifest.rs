@@ -355,6 +355,7 @@ mod tests {
             target_size: 500_000_000,
             buffer_size: 64 << 20,
             split_size: 256 << 20,
+            converter: 1,
         }
     }
 

@@ -529,7 +529,8 @@ pub fn owned_by(key: &str, job: &str) -> bool {
 }
 
 /// Whether `key` is bookkeeping of `job` under `_backfill/` (its record, runs,
-/// manifests, staging, error output): where a killed writer can leave a temporary.
+/// manifests, staging, error output, leases): where a killed writer can leave a
+/// temporary.
 pub fn bookkeeping_of(key: &str, job: &str) -> bool {
     let b = manifest::BOOKKEEPING;
     key == manifest::job_key(job)
@@ -538,6 +539,7 @@ pub fn bookkeeping_of(key: &str, job: &str) -> bool {
             manifest::manifests_prefix(job),
             manifest::runs_prefix(job),
             manifest::errors_prefix(job),
+            lease::leases_prefix(job),
         ]
         .iter()
         .any(|p| key.starts_with(p.as_str()))
@@ -984,7 +986,7 @@ fn run_job(
     let complete = outcome.as_ref().is_ok_and(|c| *c);
     report.complete = complete;
     if complete {
-        report.sweep = match sweep(dest, staging, opts, job, leases) {
+        report.sweep = match sweep(dest, staging, opts, job, leases, report) {
             Ok(s) => s,
             Err(e) => {
                 leases.release_all();
@@ -1245,6 +1247,7 @@ fn sweep(
     opts: &ExportOptions,
     job: &str,
     leases: &Leases<'_>,
+    report: &mut Report,
 ) -> anyhow::Result<String> {
     // This run is done: withdrawing first lets the last of several finishing runs
     // see that it is the last.
@@ -1275,11 +1278,13 @@ fn sweep(
             staged += 1;
         }
         let ours = |key: &str| owned_by(key, job) || bookkeeping_of(key, job);
-        let mut incomplete = dest.remove_incomplete(&ours)?;
+        let mut incomplete = dest.remove_incomplete(&ours, false)?;
         if !std::ptr::addr_eq(dest, staging) {
-            incomplete += staging.remove_incomplete(&ours)?;
+            incomplete += staging.remove_incomplete(&ours, false)?;
         }
         let expired = leases.remove_expired()?;
+        report.orphans_removed = orphans;
+        report.incomplete_removed = incomplete;
         let mut s = format!(
             "removed {orphans} orphan objects, {staged} staged objects, {incomplete} incomplete writes, {expired} expired leases"
         );

@@ -2,7 +2,10 @@
 //! far each job is, and remove what an abandoned job left staged. Neither touches a
 //! published object.
 
-use super::manifest::{job_key, runs_prefix, JobRecord, RunRecord, UnitManifest, BOOKKEEPING};
+use super::lease::{self, Holder, Leases, RunId, Taken};
+use super::manifest::{
+    job_key, now_secs, runs_prefix, JobRecord, RunRecord, UnitManifest, BOOKKEEPING,
+};
 use super::{bookkeeping_of, owned_by, History, Report};
 use crate::store::Store;
 use anyhow::Context as _;
@@ -44,6 +47,15 @@ pub struct JobStatus {
     pub last_update: u64,
     /// Seconds left at the rate observed since the latest run started, when known.
     pub eta_seconds: Option<u64>,
+    /// `running` (a run of the job is alive), `incomplete` (no run is alive and
+    /// work is left: units staged, a run that died, bytes not yet read) or `done`.
+    pub state: String,
+    /// The live runs of the job: host, pid, start, last heartbeat, days.
+    pub live_runs: Vec<Holder>,
+    /// Runs that stopped renewing their lease without finishing (crashed, killed).
+    pub dead_runs: Vec<Holder>,
+    /// Folders being exported right now, with the run that holds each.
+    pub folders_in_flight: Vec<Holder>,
 }
 
 /// Status of every job in `dest` (or only `only`).
@@ -96,6 +108,19 @@ pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobSta
             let left = r.bytes.saturating_sub(report.stats.bytes_in);
             (done > 0 && elapsed > 0).then(|| left * elapsed / done)
         });
+        let now = now_secs();
+        let (live_runs, dead_runs): (Vec<Holder>, Vec<Holder>) = lease::runs(dest, &rec.job)?
+            .into_iter()
+            .partition(|h| h.live_at(now));
+        let folders_in_flight = lease::live_folder_leases(dest, &rec.job)?;
+        let planned = latest.map_or(0, |r| r.bytes);
+        let state = if !live_runs.is_empty() {
+            "running"
+        } else if units_staged > 0 || !dead_runs.is_empty() || report.stats.bytes_in < planned {
+            "incomplete"
+        } else {
+            "done"
+        };
         out.push(JobStatus {
             job: rec.job.clone(),
             job_name: rec.spec.job_name.clone(),
@@ -113,35 +138,42 @@ pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobSta
             objects: report.objects,
             last_update,
             eta_seconds,
+            state: state.to_string(),
+            live_runs,
+            dead_runs,
+            folders_in_flight,
         });
     }
     Ok(out)
 }
 
-/// What `clean` removed.
+/// What `clean` removed from one job (or would remove, with `--dry-run`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Cleaned {
+    /// The job.
+    pub job: String,
     /// Staged pieces and unit checkpoints.
     pub staged_objects: u64,
     /// Their bytes.
     pub staged_bytes: u64,
     /// Incomplete writes of dead writers.
     pub incomplete: u64,
+    /// Leases of runs that are gone.
+    pub expired_leases: u64,
+    /// Why nothing was removed, when a run of the job is alive (or sweeping).
+    pub refused: Option<String>,
 }
 
-/// Removes the staging and incomplete writes of `job` (every job when `None`); the
-/// published objects, manifests and error output of committed folders stay.
-pub fn clean(dest: &dyn Store, job: Option<&str>) -> anyhow::Result<Cleaned> {
-    let mut c = Cleaned::default();
-    let prefix = match job {
-        Some(j) => format!("{BOOKKEEPING}/staging/{j}/"),
-        None => format!("{BOOKKEEPING}/staging/"),
-    };
-    for m in dest.list(&prefix)? {
-        dest.delete(&m.key)?;
-        c.staged_objects += 1;
-        c.staged_bytes += m.size;
-    }
+/// Removes the staging, incomplete writes and expired leases of `job` (every job
+/// when `None`). The published objects, manifests and error output stay. A job with
+/// a live run is left alone (`refused` says which run): its staging may be in use.
+/// `staging` is where the job staged, when not in `dest` (`--staging-dir`).
+pub fn clean(
+    dest: &dyn Store,
+    staging: Option<&dyn Store>,
+    job: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<Vec<Cleaned>> {
     let jobs: Vec<String> = match job {
         Some(j) => {
             anyhow::ensure!(
@@ -163,9 +195,60 @@ pub fn clean(dest: &dyn Store, job: Option<&str>) -> anyhow::Result<Cleaned> {
             })
             .collect(),
     };
-    c.incomplete = dest.remove_incomplete(&|key| {
-        jobs.iter()
-            .any(|j| owned_by(key, j) || bookkeeping_of(key, j))
-    })?;
-    Ok(c)
+    let staging = staging.unwrap_or(dest);
+    let mut out = Vec::new();
+    for j in jobs {
+        let leases = Leases::new(
+            dest,
+            &j,
+            RunId::this_process(),
+            lease::DEFAULT_TTL,
+            "clean".into(),
+        );
+        let mut c = Cleaned {
+            job: j.clone(),
+            ..Default::default()
+        };
+        // Under the job's sweep lease, like an export's own sweep, and only when no
+        // run of the job is alive.
+        if !dry_run {
+            if let Taken::Busy(h) = leases.try_take(lease::SWEEP, "clean")? {
+                c.refused = Some(format!("{} is sweeping it", h.describe(now_secs())));
+                out.push(c);
+                continue;
+            }
+        }
+        let result = (|| -> anyhow::Result<()> {
+            let live = leases.other_live_runs()?;
+            if !live.is_empty() {
+                let now = now_secs();
+                let who: Vec<String> = live.iter().map(|h| h.describe(now)).collect();
+                c.refused = Some(format!(
+                    "a run of it is alive: {} (stop it, or wait until its lease expires)",
+                    who.join("; ")
+                ));
+                return Ok(());
+            }
+            for m in staging.list(&format!("{BOOKKEEPING}/staging/{j}/"))? {
+                if !dry_run {
+                    staging.delete(&m.key)?;
+                }
+                c.staged_objects += 1;
+                c.staged_bytes += m.size;
+            }
+            let ours = |key: &str| owned_by(key, &j) || bookkeeping_of(key, &j);
+            c.incomplete = dest.remove_incomplete(&ours, dry_run)?;
+            if !std::ptr::addr_eq(dest, staging) {
+                c.incomplete += staging.remove_incomplete(&ours, dry_run)?;
+            }
+            if !dry_run {
+                c.expired_leases = leases.remove_expired()?;
+            }
+            Ok(())
+        })();
+        leases.release_all();
+        result?;
+        out.push(c);
+    }
+    Ok(out)
 }

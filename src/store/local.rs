@@ -260,7 +260,7 @@ impl Store for LocalStore {
         sync_filesystem(&self.root)
     }
 
-    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool, dry_run: bool) -> io::Result<u64> {
         let mut removed = 0;
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -293,7 +293,9 @@ impl Store for LocalStore {
                         .strip_prefix(&self.root)
                         .map(|p| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
                         .unwrap_or_default();
-                    self.delete(&key)?;
+                    if !dry_run {
+                        self.delete(&key)?;
+                    }
                     removed += 1;
                 }
             }
@@ -383,7 +385,7 @@ mod tests {
         let w = store.create("a/live.xz").unwrap();
         assert_eq!(
             store
-                .remove_incomplete(&|k| k.starts_with("a/") && !k.ends_with("other.xz"))
+                .remove_incomplete(&|k| k.starts_with("a/") && !k.ends_with("other.xz"), false)
                 .unwrap(),
             1
         );

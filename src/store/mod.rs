@@ -122,9 +122,9 @@ pub trait Store: Send + Sync {
     }
     /// Removes writes that were started and never completed (left by a crash) for
     /// keys `owned` accepts; returns how many. Writes still in progress elsewhere are
-    /// left alone.
-    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
-        let _ = owned;
+    /// left alone. With `dry_run` it only counts them.
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool, dry_run: bool) -> io::Result<u64> {
+        let _ = (owned, dry_run);
         Ok(0)
     }
 }

@@ -796,8 +796,9 @@ impl Store for S3Store {
 
     /// Aborts the incomplete multipart uploads under the prefix whose keys `owned`
     /// accepts: uploads a killed writer left, invisible but billed. The export calls
-    /// this only when every folder of its job is committed, so none is in progress.
-    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool) -> io::Result<u64> {
+    /// this only from its sweep, under the job's sweep lease and when no other run
+    /// of the job is alive, so none of the job's uploads is in progress.
+    fn remove_incomplete(&self, owned: &dyn Fn(&str) -> bool, dry_run: bool) -> io::Result<u64> {
         let s = &self.shared;
         let mut stale = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
@@ -825,6 +826,9 @@ impl Store for S3Store {
             if !page.is_truncated().unwrap_or(false) || key_marker.is_none() {
                 break;
             }
+        }
+        if dry_run {
+            return Ok(stale.len() as u64);
         }
         for (full, id) in &stale {
             let r = self.rt.block_on(s.send(0, || {
