@@ -9,7 +9,10 @@
 //! - `panic`: panics (as a bug would);
 //! - `wait(PATH)`: blocks until PATH exists (a test holds a run at a point while
 //!   another runs, without guessing at timing);
-//! - `sleep(MS)`: sleeps.
+//! - `sleep(MS)`: sleeps;
+//! - `error`: at a point that can fail ([`io`]), an I/O error from that hit on,
+//!   for the rest of the process (a source or a store that is down "for a while":
+//!   until the run ends).
 //!
 //! Unset (always, outside tests), each point costs one load of a flag.
 
@@ -23,6 +26,7 @@ enum Action {
     Panic,
     Wait(String),
     Sleep(u64),
+    Error,
 }
 
 struct Point {
@@ -50,6 +54,7 @@ fn parse(spec: &str) -> Result<HashMap<String, Point>, String> {
         let action = match action {
             "kill" => Action::Kill,
             "panic" => Action::Panic,
+            "error" => Action::Error,
             a if a.starts_with("wait(") && a.ends_with(')') => {
                 Action::Wait(a[5..a.len() - 1].to_string())
             }
@@ -85,16 +90,30 @@ fn points() -> &'static HashMap<String, Point> {
 
 /// Passes failpoint `name`: does what `BACKFILL_FAILPOINTS` says, if anything.
 pub fn hit(name: &str) {
+    let _ = io(name);
+}
+
+/// Passes failpoint `name` where an I/O error can happen: `Err` when its action is
+/// `error` and it has been hit as often as asked; otherwise as [`hit`].
+pub fn io(name: &str) -> std::io::Result<()> {
     let points = points();
     if points.is_empty() {
-        return;
+        return Ok(());
     }
     let Some(p) = points.get(name) else {
-        return;
+        return Ok(());
     };
     let n = p.hits.fetch_add(1, Ordering::SeqCst) + 1;
+    if p.action == Action::Error && n >= p.at {
+        if n == p.at {
+            eprintln!("backfill: failpoint {name} hit");
+        }
+        return Err(std::io::Error::other(format!(
+            "failpoint {name}: injected I/O error"
+        )));
+    }
     if n != p.at {
-        return;
+        return Ok(());
     }
     eprintln!("backfill: failpoint {name} hit");
     match &p.action {
@@ -113,7 +132,9 @@ pub fn hit(name: &str) {
             }
         }
         Action::Sleep(ms) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+        Action::Error => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -132,5 +153,6 @@ mod tests {
         assert!(parse("a").is_err());
         assert!(parse("a@0=kill").is_err());
         assert!(parse("a=explode").is_err());
+        assert_eq!(parse("e@2=error").unwrap()["e"].action, Action::Error);
     }
 }

@@ -3,6 +3,7 @@
 //! backends against the real servers `scripts/test-servers.sh` starts.
 
 mod common;
+mod concurrency;
 mod e2e;
 mod export;
 mod hdfs;

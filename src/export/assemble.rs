@@ -9,8 +9,8 @@
 //! fraction of the target so objects overshoot it by little.
 
 use super::manifest::{
-    errors_prefix, manifest_key, staging_prefix, GroupManifest, ObjectEntry, PieceCodec, PieceKind,
-    Stats, UnitManifest, UnitRef, FORMAT,
+    errors_prefix, intent_key, manifest_key, staging_prefix, GroupManifest, Intent, ObjectEntry,
+    PieceCodec, PieceKind, Stats, UnitManifest, UnitRef, FORMAT,
 };
 use super::plan::Selection;
 use crate::store::{ObjectWriter, Pending, Store};
@@ -75,23 +75,30 @@ impl Write for Hashing {
 /// Writes the objects of one partition (or of the error output) from its pieces:
 /// consecutive pieces are grouped into objects closed once they hold the target
 /// size, and each object is compressed as one xz stream.
+/// A partition's pieces cut into objects: each closed once it reaches `target`
+/// uncompressed bytes.
+fn parts<'p, 'u>(pieces: &'p [PieceRef<'u>], target: u64) -> Vec<&'p [PieceRef<'u>]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut raw = 0;
+    for (i, p) in pieces.iter().enumerate() {
+        raw += p.raw_bytes;
+        if raw >= target || i + 1 == pieces.len() {
+            groups.push(&pieces[start..=i]);
+            start = i + 1;
+            raw = 0;
+        }
+    }
+    groups
+}
+
 fn write_objects(
     ctx: &AssembleCtx<'_>,
     partition: &str,
     pieces: &[PieceRef<'_>],
     key_for: &dyn Fn(usize) -> String,
 ) -> io::Result<Written> {
-    let mut groups: Vec<&[PieceRef<'_>]> = Vec::new();
-    let mut start = 0;
-    let mut raw = 0;
-    for (i, p) in pieces.iter().enumerate() {
-        raw += p.raw_bytes;
-        if raw >= ctx.target_size || i + 1 == pieces.len() {
-            groups.push(&pieces[start..=i]);
-            start = i + 1;
-            raw = 0;
-        }
-    }
+    let groups = parts(pieces, ctx.target_size);
     let mut out = Vec::with_capacity(groups.len());
     // This thread's read buffers from its previous partition, written over: a day
     // has thousands of partitions, and buffers of ever different sizes allocated
@@ -188,7 +195,32 @@ pub fn assemble(
             }
         }
     }
-    let parts: Vec<(&str, Vec<PieceRef<'_>>)> = by_partition.into_iter().collect();
+    let parts_of: Vec<(&str, Vec<PieceRef<'_>>)> = by_partition.into_iter().collect();
+    let errors_base = format!("{}{group}", errors_prefix(ctx.job));
+    // Every key about to be published, recorded before the first one is (see
+    // `Intent`).
+    let mut keys = Vec::new();
+    for (partition, pieces) in &parts_of {
+        for n in 0..parts(pieces, ctx.target_size).len() {
+            keys.push(object_key(partition, ctx.job, group, n));
+        }
+    }
+    for n in 0..parts(&errors, ctx.target_size).len() {
+        keys.push(format!("{errors_base}-{n}.jsonl.xz"));
+    }
+    let intent = Intent {
+        format: FORMAT.to_string(),
+        job: ctx.job.to_string(),
+        group: group.to_string(),
+        dir: dir.to_string(),
+        keys,
+    };
+    let intent_key = intent_key(ctx.job, &super::plan::group_id(dir), group);
+    ctx.dest.put(
+        &intent_key,
+        &serde_json::to_vec(&intent).map_err(io::Error::other)?,
+    )?;
+    let parts = parts_of;
     // Largest partitions first, one task each: a day's few big partitions would
     // otherwise be left to one thread at the end (the last folder's assembly is all
     // that runs then). Objects do not depend on the order; the manifest keeps
@@ -212,7 +244,6 @@ pub fn assemble(
         .collect::<io::Result<_>>()?;
     written.sort_unstable_by_key(|(i, _)| *i);
     let objects = written.into_iter().map(|(_, objects)| objects);
-    let errors_base = format!("{}{group}", errors_prefix(ctx.job));
     let errors = write_objects(ctx, "", &errors, &|n| format!("{errors_base}-{n}.jsonl.xz"))?;
     // Every object of the group becomes visible at once, durably, before the
     // manifest that commits them.
@@ -262,6 +293,7 @@ pub fn assemble(
         &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?,
     )?;
     crate::failpoint::hit("manifest-written");
+    ctx.dest.delete(&intent_key)?;
     // Committed: the staged pieces and unit checkpoints are no longer needed.
     for m in ctx.staging.list(&staging_prefix(ctx.job, group))? {
         crate::failpoint::hit("staging-remove");

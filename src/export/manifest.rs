@@ -36,6 +36,35 @@ pub fn staging_prefix(job: &str, group: &str) -> String {
     format!("{BOOKKEEPING}/staging/{job}/{group}/")
 }
 
+/// Key prefix of a job's commit intents.
+pub fn intents_prefix(job: &str) -> String {
+    format!("{BOOKKEEPING}/intents/{job}/")
+}
+
+/// Key of the commit intent of group `group` of the folder whose id is `folder`.
+pub fn intent_key(job: &str, folder: &str, group: &str) -> String {
+    format!("{}{folder}/{group}.json", intents_prefix(job))
+}
+
+/// Written before a group's first object, deleted after its manifest: the keys a
+/// group is about to publish. Objects are visible before the manifest commits them,
+/// so a run that dies in between leaves objects no manifest lists; its intent lets
+/// whoever takes the folder over next (or the job's sweep) remove exactly those,
+/// at once and without listing the whole store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Intent {
+    /// Format tag.
+    pub format: String,
+    /// Job id.
+    pub job: String,
+    /// Group id.
+    pub group: String,
+    /// The source folder.
+    pub dir: String,
+    /// Every key the group publishes: objects, then error output.
+    pub keys: Vec<String>,
+}
+
 /// Key prefix of a job's error output.
 pub fn errors_prefix(job: &str) -> String {
     format!("{BOOKKEEPING}/errors/{job}/")

@@ -539,6 +539,7 @@ pub fn bookkeeping_of(key: &str, job: &str) -> bool {
             manifest::manifests_prefix(job),
             manifest::runs_prefix(job),
             manifest::errors_prefix(job),
+            manifest::intents_prefix(job),
             lease::leases_prefix(job),
         ]
         .iter()
@@ -809,10 +810,12 @@ impl Run<'_> {
     }
 }
 
-/// The group id of a folder for a selection: the folder's first run is named by the
-/// folder alone; later runs with other windows by the folder and their selection.
+/// The group id of a folder for a selection: a first run of the folder over every
+/// day is named by the folder alone; any other (a window, or a later run adding
+/// days) by the folder and its selection, so that two runs exporting different
+/// days of a folder never write under the same names.
 fn slice_id(dir: &str, selection: &Selection) -> String {
-    if selection.covered.is_empty() {
+    if selection.covered.is_empty() && selection.window.is_open() {
         plan::group_id(dir)
     } else {
         let sel = serde_json::to_string(selection).expect("selection serialises");
@@ -1121,10 +1124,18 @@ fn walk_job(
                 window: opts.window,
                 covered: run_ref.history.lock().unwrap().covered(&dir),
             };
+            let id = slice_id(&dir, &selection);
+            // Objects a dead run published for another selection of this folder and
+            // never committed go now, while this run holds the folder.
+            if let Err(e) = clear_intents(dest, &run_ref.job, Some(&dir), Some(&id)) {
+                let _ = run_ref.leases.release(&lease_name);
+                run_ref.failed_work(&dir, None, &e.context("removing a dead run's uncommitted objects"));
+                return Start::Done;
+            }
             let units = plan::units(&files, opts.split_size);
             let n = units.len();
             let g = Arc::new(Group {
-                id: slice_id(&dir, &selection),
+                id,
                 dir,
                 lease: lease_name,
                 selection,
@@ -1269,8 +1280,10 @@ fn sweep(
             ));
         }
         // Every manifest, read again just before: what other runs committed counts.
+        let uncommitted = clear_intents(dest, job, None, None)?;
         let referenced = History::load(dest, job)?.referenced;
         let (orphans, young) = remove_orphans(dest, job, &referenced, opts.orphan_grace)?;
+        let orphans = orphans + uncommitted;
         let mut staged = 0;
         for m in staging.list(&format!("{}/staging/{job}/", manifest::BOOKKEEPING))? {
             crate::failpoint::hit("staging-remove");
@@ -1298,6 +1311,50 @@ fn sweep(
     })();
     leases.release(lease::SWEEP)?;
     result
+}
+
+/// Removes what dead runs published and never committed, as their intents list it:
+/// for one folder (whose lease the caller holds) or, with `folder` `None`, for the
+/// whole job (from the sweep, when no other run is alive). The intent of group
+/// `keep` (the caller's own, which it is about to write again) stays. Returns how
+/// many objects went.
+fn clear_intents(
+    dest: &dyn Store,
+    job: &str,
+    folder: Option<&str>,
+    keep: Option<&str>,
+) -> anyhow::Result<u64> {
+    let prefix = match folder {
+        Some(dir) => format!("{}{}/", manifest::intents_prefix(job), plan::group_id(dir)),
+        None => manifest::intents_prefix(job),
+    };
+    let mut removed = 0;
+    for meta in dest.list(&prefix)? {
+        let Some(bytes) = dest.get(&meta.key)? else {
+            continue;
+        };
+        let intent: manifest::Intent = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading commit intent {}", meta.key))?;
+        if keep == Some(intent.group.as_str()) {
+            continue;
+        }
+        // Committed after all (a crash between the manifest and the intent's
+        // removal): the objects are the manifest's.
+        if dest
+            .get(&manifest::manifest_key(job, &intent.group))?
+            .is_none()
+        {
+            for key in &intent.keys {
+                if dest.modified(key)?.is_some() {
+                    tracing::warn!(key = %key, folder = %intent.dir, "removing an object a dead run published and never committed");
+                    dest.delete(key)?;
+                    removed += 1;
+                }
+            }
+        }
+        dest.delete(&meta.key)?;
+    }
+    Ok(removed)
 }
 
 /// Deletes objects of `job` that no group manifest references and that are older

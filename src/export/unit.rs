@@ -431,6 +431,15 @@ fn unreadable(stats: &mut Stats, unit: &UnitSpec, offset: u64, end: u64, error: 
     });
 }
 
+/// The error that fails a unit whose source failed: names the file and offset, and
+/// stays a [`SourceFault`] (a rerun reads the unit again).
+fn source_failure(unit: &UnitSpec, what: &str, at: u64, e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::other(SourceFault(io::Error::other(format!(
+        "{}: {what} at offset {at}: {e}",
+        unit.file
+    ))))
+}
+
 fn read_unit(
     ctx: &UnitCtx<'_>,
     unit: &UnitSpec,
@@ -446,15 +455,7 @@ fn read_unit(
     // Every failure of the source itself (open, read, seek, after its retries)
     // fails the unit: nothing is checkpointed and a rerun reads it again. Only
     // bytes that are there and cannot be decoded are `unreadable`.
-    let fail = |what: &str, at: u64, e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::Other,
-            SourceFault(io::Error::other(format!(
-                "{}: {what} at offset {at}: {e}",
-                unit.file
-            ))),
-        )
-    };
+    let fail = |what: &str, at: u64, e: &dyn std::fmt::Display| source_failure(unit, what, at, e);
     let mut file = match ctx.source.open(&unit.file) {
         Ok(f) => crate::source::Faulting(f),
         Err(e) if !is_corrupt(&e) => {
@@ -575,15 +576,7 @@ fn read_seqfile(
     stager: &mut Stager,
     stats: &mut Stats,
 ) -> io::Result<()> {
-    let fail = |e: &dyn std::error::Error, at: u64| {
-        io::Error::new(
-            io::ErrorKind::Other,
-            SourceFault(io::Error::other(format!(
-                "{}: cannot read at offset {at}: {e}",
-                unit.file
-            ))),
-        )
-    };
+    let fail = |e: &dyn std::error::Error, at: u64| source_failure(unit, "cannot read", at, &e);
     let mut reader = match SeqReader::open_split(file, unit.start, unit.end) {
         Ok(r) => r,
         Err(e) if is_fault(&e) => return Err(fail(&e, unit.start)),

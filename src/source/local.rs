@@ -135,8 +135,28 @@ impl Source for LocalSource {
             }
             self.root.join(path)
         };
+        crate::failpoint::io("source-open")?;
         let f = fs::File::open(&full)?;
-        Ok(Box::new(f))
+        Ok(Box::new(Injectable(f)))
+    }
+}
+
+/// A local file whose reads and seeks pass the failpoints `source-read` and
+/// `source-seek` (see [`crate::failpoint`]), so tests can make a source fail in the
+/// middle of a unit.
+struct Injectable(fs::File);
+
+impl io::Read for Injectable {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::failpoint::io("source-read")?;
+        self.0.read(buf)
+    }
+}
+
+impl io::Seek for Injectable {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        crate::failpoint::io("source-seek")?;
+        self.0.seek(pos)
     }
 }
 
