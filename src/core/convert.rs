@@ -139,16 +139,15 @@ pub struct Converted<'c> {
     /// The output line, `<docId>\t<json>\n`.
     pub line: &'c [u8],
     dropped: &'c [(usize, usize)],
-    dropped_names: &'c [u8],
+    dropped_names: &'c str,
 }
 
 impl<'c> Converted<'c> {
-    /// Names of histograms dropped because the definitions do not know them.
+    /// Names of histograms dropped because the definitions do not know them, in
+    /// payload order: decoded, as a JSON parser returns them, so that a name is the
+    /// same whichever escapes the payload spelled it with.
     pub fn dropped(&self) -> impl Iterator<Item = &'c str> + '_ {
-        self.dropped.iter().map(|&(s, e)| {
-            // Canonical text is ASCII.
-            std::str::from_utf8(&self.dropped_names[s..e]).unwrap_or("?")
-        })
+        self.dropped.iter().map(|&(s, e)| &self.dropped_names[s..e])
     }
 }
 
@@ -171,7 +170,7 @@ pub struct Converter<'m> {
     fast_path: bool,
     counts: Vec<Option<(usize, usize)>>,
     dropped: Vec<(usize, usize)>,
-    dropped_names: Vec<u8>,
+    dropped_names: String,
     dims: Vec<String>,
     partition: String,
     line: Vec<u8>,
@@ -271,8 +270,10 @@ fn is_count(tok: &[u8]) -> bool {
     !tok.is_empty() && tok.iter().all(u8::is_ascii_digit)
 }
 
+/// Payload text for a rejection detail: a number token, or a name or key in
+/// canonical form, which is decoded so that details show what a JSON parser reads.
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    json::decode_canonical(b).into_owned()
 }
 
 fn not_a_bound(name: &[u8], key: &[u8]) -> Rejection {
@@ -518,7 +519,7 @@ impl<'m> Converter<'m> {
             fast_path: true,
             counts: Vec::new(),
             dropped: Vec::new(),
-            dropped_names: Vec::new(),
+            dropped_names: String::new(),
             dims: vec![String::new(); schema.len()],
             partition: String::new(),
             line: Vec::new(),
@@ -707,8 +708,11 @@ impl<'m> Converter<'m> {
                 _ => defs.lookup_bytes(name_bytes),
             };
             let Some(def) = def else {
+                // Reported decoded: one name however it was spelled. Only names with
+                // an escape (rare) are decoded; the rest are their own text.
                 let start = self.dropped_names.len();
-                self.dropped_names.extend_from_slice(name_bytes);
+                self.dropped_names
+                    .push_str(&json::decode_canonical(name_bytes));
                 self.dropped.push((start, self.dropped_names.len()));
                 continue;
             };
@@ -1451,6 +1455,109 @@ mod tests {
             line.contains(r#""A11Y_INSTANTIATED_FLAG":[1,0,0,0,-1,-1,0,0]"#),
             "{line}"
         );
+    }
+
+    #[test]
+    fn dropped_names_are_decoded() {
+        let hists = format!(
+            r#"{{"NOT_\u0041_HISTOGRAM":{{}},"q\"b\\s\/":{{}},"caf\u00e9":{{}},"café":{{}},"smile\ud83d\ude00":{{}},"lone\ud800":{{}},"A11Y_INSTANTIATED_FLAG":{FLAG}}}"#
+        );
+        let (_, line, dropped) = convert(&payload(&hists)).unwrap();
+        assert!(
+            line.contains(r#""histograms":{"A11Y_INSTANTIATED_FLAG":["#),
+            "{line}"
+        );
+        assert_eq!(
+            dropped,
+            [
+                "NOT_A_HISTOGRAM",
+                "q\"b\\s/",
+                "café",
+                "café",
+                "smile😀",
+                // Not a character: what a lossy parser gives, as for dimensions.
+                "lone\u{fffd}",
+            ]
+        );
+    }
+
+    #[test]
+    fn one_name_however_spelled() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        for (spellings, want) in [
+            (
+                &[
+                    r#"NOT_A_HISTOGRAM"#,
+                    r#"NOT_\u0041_HISTOGRAM"#,
+                    r#"NOT\u005fA_HISTOGRAM"#,
+                ][..],
+                "NOT_A_HISTOGRAM",
+            ),
+            (
+                &["CAFÉ_MS", r#"CAF\u00c9_MS"#, r#"CAF\u00C9_MS"#],
+                "CAFÉ_MS",
+            ),
+            (
+                &["MS_😀", r#"MS_\ud83d\ude00"#, r#"MS_\uD83D\uDE00"#],
+                "MS_😀",
+            ),
+        ] {
+            for spelling in spellings {
+                let v = payload(&format!(r#"{{"{spelling}":{{"values":{{"7":1}}}}}}"#));
+                let out = c.convert_legacy(&key(), v.as_bytes()).unwrap();
+                let names: Vec<&str> = out.dropped().collect();
+                assert_eq!(names, [want], "{spelling}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_names_reject_the_record() {
+        // A name that is not a JSON string rejects the whole record, as anywhere else
+        // in the payload: nothing half-decoded reaches the report.
+        for (name, want) in [
+            (r#""BAD\q""#, InvalidJson),
+            (r#""BAD\u12""#, InvalidJson),
+            (r#""BAD\uZZZZ""#, InvalidJson),
+            ("\"BAD\u{1}\"", InvalidJson),
+            (r#""BAD"#, InvalidJson),
+        ] {
+            let v = payload(&format!(r#"{{{name}:{{}}}}"#));
+            assert_eq!(reason(&v), want, "{v}");
+        }
+        let mut v = payload(r#"{"BAD?":{}}"#).into_bytes();
+        let at = memchr::memmem::find(&v, b"BAD?").unwrap() + 3;
+        v[at] = 0xff;
+        let m = Mappings::embedded().unwrap();
+        let r = Converter::new(m).convert_legacy(&key(), &v).unwrap_err();
+        assert_eq!(r.reason, CorruptedData);
+    }
+
+    #[test]
+    fn details_show_decoded_keys() {
+        let flag = |values: &str| {
+            payload(&format!(
+                r#"{{"A11Y_INSTANTIATED_\u0046LAG":{{"bucket_count":3,"values":{values}}}}}"#
+            ))
+        };
+        for (values, want) in [
+            (
+                r#"{"\u00e9":1}"#,
+                r#"histogram A11Y_INSTANTIATED_FLAG has key "é", not a bucket lower bound"#,
+            ),
+            (
+                r#"{"a\"b\\":1}"#,
+                r#"histogram A11Y_INSTANTIATED_FLAG has key "a\"b\\", not a bucket lower bound"#,
+            ),
+            (
+                r#"{"\u0031":-1}"#,
+                "histogram A11Y_INSTANTIATED_FLAG bucket 1 has count -1, not an integer >= 0",
+            ),
+        ] {
+            let r = convert(&flag(values)).unwrap_err();
+            assert_eq!(r.detail, want, "{values}");
+        }
     }
 
     #[test]
