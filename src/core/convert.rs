@@ -1619,6 +1619,13 @@ mod tests {
                 vec![Some("idle-daily"), Some("Fennec"), None],
                 "idle_daily/Fennec/OTHER/__/a_b.20131011.v2.log",
             ),
+            // Values and keys are decoded before sanitising: an escaped letter is
+            // that letter, a non-ASCII character (a surrogate pair too) one `_`.
+            (
+                r#"{"reason":"saved-session","app\u004eame":"Fire\u0066ox","appUpdateChannel":"nightl\u0079","appVersion":"\u00e9\ud83d\ude00","appBuildID":"2013\/1"}"#,
+                vec![],
+                "saved_session/Firefox/nightly/__/2013_1.20131011.v2.log",
+            ),
             // info wins over the path.
             (
                 r#"{"reason":"idle-daily","appName":"Firefox","appUpdateChannel":"beta","appVersion":"é","appBuildID":"1"}"#,
