@@ -701,18 +701,30 @@ impl<'m> Converter<'m> {
         for h in 0..self.hists.len() {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
-            // Canonical text with a backslash cannot be a definition name; a name
-            // still in the input had no escape, so no backslash.
-            let def = match name {
-                Span::Arena(..) if name_bytes.contains(&b'\\') => None,
-                _ => defs.lookup_bytes(name_bytes),
+            // Definition names are decoded text. Canonical text without a backslash
+            // is its own decoding (a name still in the input had no escape, so no
+            // backslash): only the rare name with an escape is decoded to be looked
+            // up, and then reported as decoded if unknown, so that a name is one
+            // name however it was spelled.
+            let decoded = match name {
+                Span::Arena(..) if name_bytes.contains(&b'\\') => {
+                    Some(json::decode_canonical(name_bytes))
+                }
+                _ => None,
+            };
+            let def = match &decoded {
+                Some(text) => defs.lookup(text),
+                None => defs.lookup_bytes(name_bytes),
             };
             let Some(def) = def else {
-                // Reported decoded: one name however it was spelled. Only names with
-                // an escape (rare) are decoded; the rest are their own text.
                 let start = self.dropped_names.len();
-                self.dropped_names
-                    .push_str(&json::decode_canonical(name_bytes));
+                match &decoded {
+                    Some(text) => self.dropped_names.push_str(text),
+                    // No escape: the text itself, borrowed.
+                    None => self
+                        .dropped_names
+                        .push_str(&json::decode_canonical(name_bytes)),
+                }
                 self.dropped.push((start, self.dropped_names.len()));
                 continue;
             };
@@ -1509,6 +1521,37 @@ mod tests {
                 let names: Vec<&str> = out.dropped().collect();
                 assert_eq!(names, [want], "{spelling}");
             }
+        }
+    }
+
+    #[test]
+    fn definitions_with_non_ascii_names_match_however_spelled() {
+        // A mappings folder may define names a payload can only write with escapes
+        // (or as raw UTF-8, which canonicalises to escapes): they match decoded.
+        const DEFS: &str = "histograms/Histograms.FIREFOX_AURORA_23_BASE.json";
+        let mut files = crate::core::mappings::tests::embedded_copy();
+        let mut defs: serde_json::Value = serde_json::from_slice(&files.0[DEFS]).unwrap();
+        for name in ["CAFÉ_FLAG", "Q\"B\\FLAG"] {
+            defs[name] = serde_json::json!({"kind": "flag", "description": "test"});
+        }
+        files
+            .0
+            .insert(DEFS.into(), serde_json::to_vec(&defs).unwrap());
+        let m = Mappings::load(&files).unwrap();
+        let mut c = Converter::new(&m);
+        for (spelling, out_key) in [
+            ("CAFÉ_FLAG", r#""CAF\u00c9_FLAG""#),
+            (r#"CAF\u00c9_FLAG"#, r#""CAF\u00c9_FLAG""#),
+            (r#"STARTUP_CAF\u00c9_FLAG"#, r#""STARTUP_CAF\u00c9_FLAG""#),
+            (r#"Q\"B\\FLAG"#, r#""Q\"B\\FLAG""#),
+            (r#"Q\u0022B\u005cFLAG"#, r#""Q\"B\\FLAG""#),
+        ] {
+            let v = payload(&format!(r#"{{"{spelling}":{FLAG}}}"#));
+            let out = c.convert_legacy(&key(), v.as_bytes()).unwrap();
+            let line = std::str::from_utf8(out.line).unwrap();
+            let want = format!(r#""histograms":{{{out_key}:[1,0,0,0,-1,-1,0,0]}}"#);
+            assert!(line.contains(&want), "{spelling}: {line}");
+            assert_eq!(out.dropped().count(), 0, "{spelling}");
         }
     }
 
