@@ -145,16 +145,15 @@ pub struct Converted<'c> {
     /// The output line, `<docId>\t<json>\n`.
     pub line: &'c [u8],
     dropped: &'c [(usize, usize)],
-    dropped_names: &'c [u8],
+    dropped_names: &'c str,
 }
 
 impl<'c> Converted<'c> {
-    /// Names of histograms dropped because the definitions do not know them.
+    /// Names of histograms dropped because the definitions do not know them, in
+    /// payload order: decoded, as a JSON parser returns them, so that a name is the
+    /// same whichever escapes the payload spelled it with.
     pub fn dropped(&self) -> impl Iterator<Item = &'c str> + '_ {
-        self.dropped.iter().map(|&(s, e)| {
-            // Canonical text is ASCII.
-            std::str::from_utf8(&self.dropped_names[s..e]).unwrap_or("?")
-        })
+        self.dropped.iter().map(|&(s, e)| &self.dropped_names[s..e])
     }
 }
 
@@ -177,7 +176,7 @@ pub struct Converter<'m> {
     fast_path: bool,
     counts: Vec<Option<(usize, usize)>>,
     dropped: Vec<(usize, usize)>,
-    dropped_names: Vec<u8>,
+    dropped_names: String,
     dims: Vec<String>,
     partition: String,
     line: Vec<u8>,
@@ -277,8 +276,10 @@ fn is_count(tok: &[u8]) -> bool {
     !tok.is_empty() && tok.iter().all(u8::is_ascii_digit)
 }
 
+/// Payload text for a rejection detail: a number token, or a name or key in
+/// canonical form, which is decoded so that details show what a JSON parser reads.
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    json::decode_canonical(b).into_owned()
 }
 
 fn not_a_bound(name: &[u8], key: &[u8]) -> Rejection {
@@ -524,7 +525,7 @@ impl<'m> Converter<'m> {
             fast_path: true,
             counts: Vec::new(),
             dropped: Vec::new(),
-            dropped_names: Vec::new(),
+            dropped_names: String::new(),
             dims: vec![String::new(); schema.len()],
             partition: String::new(),
             line: Vec::new(),
@@ -706,15 +707,30 @@ impl<'m> Converter<'m> {
         for h in 0..self.hists.len() {
             let HistIr { name, body } = self.hists[h];
             let name_bytes = name.bytes(b, arena);
-            // Canonical text with a backslash cannot be a definition name; a name
-            // still in the input had no escape, so no backslash.
-            let def = match name {
-                Span::Arena(..) if name_bytes.contains(&b'\\') => None,
-                _ => defs.lookup_bytes(name_bytes),
+            // Definition names are decoded text. Canonical text without a backslash
+            // is its own decoding (a name still in the input had no escape, so no
+            // backslash): only the rare name with an escape is decoded to be looked
+            // up, and then reported as decoded if unknown, so that a name is one
+            // name however it was spelled.
+            let decoded = match name {
+                Span::Arena(..) if name_bytes.contains(&b'\\') => {
+                    Some(json::decode_canonical(name_bytes))
+                }
+                _ => None,
+            };
+            let def = match &decoded {
+                Some(text) => defs.lookup(text),
+                None => defs.lookup_bytes(name_bytes),
             };
             let Some(def) = def else {
                 let start = self.dropped_names.len();
-                self.dropped_names.extend_from_slice(name_bytes);
+                match &decoded {
+                    Some(text) => self.dropped_names.push_str(text),
+                    // No escape: the text itself, borrowed.
+                    None => self
+                        .dropped_names
+                        .push_str(&json::decode_canonical(name_bytes)),
+                }
                 self.dropped.push((start, self.dropped_names.len()));
                 continue;
             };
@@ -1460,6 +1476,140 @@ mod tests {
     }
 
     #[test]
+    fn dropped_names_are_decoded() {
+        let hists = format!(
+            r#"{{"NOT_\u0041_HISTOGRAM":{{}},"q\"b\\s\/":{{}},"caf\u00e9":{{}},"café":{{}},"smile\ud83d\ude00":{{}},"lone\ud800":{{}},"A11Y_INSTANTIATED_FLAG":{FLAG}}}"#
+        );
+        let (_, line, dropped) = convert(&payload(&hists)).unwrap();
+        assert!(
+            line.contains(r#""histograms":{"A11Y_INSTANTIATED_FLAG":["#),
+            "{line}"
+        );
+        assert_eq!(
+            dropped,
+            [
+                "NOT_A_HISTOGRAM",
+                "q\"b\\s/",
+                "café",
+                "café",
+                "smile😀",
+                // Not a character: what a lossy parser gives, as for dimensions.
+                "lone\u{fffd}",
+            ]
+        );
+    }
+
+    #[test]
+    fn one_name_however_spelled() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        for (spellings, want) in [
+            (
+                &[
+                    r#"NOT_A_HISTOGRAM"#,
+                    r#"NOT_\u0041_HISTOGRAM"#,
+                    r#"NOT\u005fA_HISTOGRAM"#,
+                ][..],
+                "NOT_A_HISTOGRAM",
+            ),
+            (
+                &["CAFÉ_MS", r#"CAF\u00c9_MS"#, r#"CAF\u00C9_MS"#],
+                "CAFÉ_MS",
+            ),
+            (
+                &["MS_😀", r#"MS_\ud83d\ude00"#, r#"MS_\uD83D\uDE00"#],
+                "MS_😀",
+            ),
+        ] {
+            for spelling in spellings {
+                let v = payload(&format!(r#"{{"{spelling}":{{"values":{{"7":1}}}}}}"#));
+                let out = c.convert_legacy(&key(), v.as_bytes()).unwrap();
+                let names: Vec<&str> = out.dropped().collect();
+                assert_eq!(names, [want], "{spelling}");
+            }
+        }
+    }
+
+    #[test]
+    fn definitions_with_non_ascii_names_match_however_spelled() {
+        // A mappings folder may define names a payload can only write with escapes
+        // (or as raw UTF-8, which canonicalises to escapes): they match decoded.
+        const DEFS: &str = "histograms/Histograms.FIREFOX_AURORA_23_BASE.json";
+        let mut files = crate::core::mappings::tests::embedded_copy();
+        let mut defs: serde_json::Value = serde_json::from_slice(&files.0[DEFS]).unwrap();
+        for name in ["CAFÉ_FLAG", "Q\"B\\FLAG"] {
+            defs[name] = serde_json::json!({"kind": "flag", "description": "test"});
+        }
+        files
+            .0
+            .insert(DEFS.into(), serde_json::to_vec(&defs).unwrap());
+        let m = Mappings::load(&files).unwrap();
+        let mut c = Converter::new(&m);
+        for (spelling, out_key) in [
+            ("CAFÉ_FLAG", r#""CAF\u00c9_FLAG""#),
+            (r#"CAF\u00c9_FLAG"#, r#""CAF\u00c9_FLAG""#),
+            (r#"STARTUP_CAF\u00c9_FLAG"#, r#""STARTUP_CAF\u00c9_FLAG""#),
+            (r#"Q\"B\\FLAG"#, r#""Q\"B\\FLAG""#),
+            (r#"Q\u0022B\u005cFLAG"#, r#""Q\"B\\FLAG""#),
+        ] {
+            let v = payload(&format!(r#"{{"{spelling}":{FLAG}}}"#));
+            let out = c.convert_legacy(&key(), v.as_bytes()).unwrap();
+            let line = std::str::from_utf8(out.line).unwrap();
+            let want = format!(r#""histograms":{{{out_key}:[1,0,0,0,-1,-1,0,0]}}"#);
+            assert!(line.contains(&want), "{spelling}: {line}");
+            assert_eq!(out.dropped().count(), 0, "{spelling}");
+        }
+    }
+
+    #[test]
+    fn invalid_names_reject_the_record() {
+        // A name that is not a JSON string rejects the whole record, as anywhere else
+        // in the payload: nothing half-decoded reaches the report.
+        for (name, want) in [
+            (r#""BAD\q""#, InvalidJson),
+            (r#""BAD\u12""#, InvalidJson),
+            (r#""BAD\uZZZZ""#, InvalidJson),
+            ("\"BAD\u{1}\"", InvalidJson),
+            (r#""BAD"#, InvalidJson),
+        ] {
+            let v = payload(&format!(r#"{{{name}:{{}}}}"#));
+            assert_eq!(reason(&v), want, "{v}");
+        }
+        let mut v = payload(r#"{"BAD?":{}}"#).into_bytes();
+        let at = memchr::memmem::find(&v, b"BAD?").unwrap() + 3;
+        v[at] = 0xff;
+        let m = Mappings::embedded().unwrap();
+        let r = Converter::new(m).convert_legacy(&key(), &v).unwrap_err();
+        assert_eq!(r.reason, CorruptedData);
+    }
+
+    #[test]
+    fn details_show_decoded_keys() {
+        let flag = |values: &str| {
+            payload(&format!(
+                r#"{{"A11Y_INSTANTIATED_\u0046LAG":{{"bucket_count":3,"values":{values}}}}}"#
+            ))
+        };
+        for (values, want) in [
+            (
+                r#"{"\u00e9":1}"#,
+                r#"histogram A11Y_INSTANTIATED_FLAG has key "é", not a bucket lower bound"#,
+            ),
+            (
+                r#"{"a\"b\\":1}"#,
+                r#"histogram A11Y_INSTANTIATED_FLAG has key "a\"b\\", not a bucket lower bound"#,
+            ),
+            (
+                r#"{"\u0031":-1}"#,
+                "histogram A11Y_INSTANTIATED_FLAG bucket 1 has count -1, not an integer >= 0",
+            ),
+        ] {
+            let r = convert(&flag(values)).unwrap_err();
+            assert_eq!(r.detail, want, "{values}");
+        }
+    }
+
+    #[test]
     fn key_and_body_errors() {
         let m = Mappings::embedded().unwrap();
         let mut c = Converter::new(m);
@@ -1517,6 +1667,13 @@ mod tests {
                 r#"{"reason":null,"appName":true,"appUpdateChannel":{},"appVersion":"..","appBuildID":"a/b"}"#,
                 vec![Some("idle-daily"), Some("Fennec"), None],
                 "idle_daily/Fennec/OTHER/__/a_b.20131011.v2.log",
+            ),
+            // Values and keys are decoded before sanitising: an escaped letter is
+            // that letter, a non-ASCII character (a surrogate pair too) one `_`.
+            (
+                r#"{"reason":"saved-session","app\u004eame":"Fire\u0066ox","appUpdateChannel":"nightl\u0079","appVersion":"\u00e9\ud83d\ude00","appBuildID":"2013\/1"}"#,
+                vec![],
+                "saved_session/Firefox/nightly/__/2013_1.20131011.v2.log",
             ),
             // info wins over the path.
             (

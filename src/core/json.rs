@@ -10,6 +10,7 @@
 //! converter never builds a tree for the parts of a payload it does not change.
 //! Histogram-specific parsing lives in `convert`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A JSON syntax error at a byte offset of the payload.
@@ -355,6 +356,27 @@ pub fn decode_string(b: &[u8], i: usize, out: &mut String) -> JResult {
     }
 }
 
+/// The text of a string's contents in canonical form (what [`canon_string`] writes
+/// between the quotes), as a JSON parser returns it: for names that reach reports
+/// and rejection details. Borrowed when there is no backslash, since canonical
+/// contents without one are printable ASCII and mean themselves; lone surrogates
+/// become U+FFFD, as in [`decode_string`]. Contents that are not canonical (not
+/// expected) come out as they are, lossily.
+pub fn decode_canonical(content: &[u8]) -> Cow<'_, str> {
+    if !content.contains(&b'\\') {
+        return String::from_utf8_lossy(content);
+    }
+    let mut quoted = Vec::with_capacity(content.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(content);
+    quoted.push(b'"');
+    let mut out = String::new();
+    match decode_string(&quoted, 0, &mut out) {
+        Ok(end) if end == quoted.len() => Cow::Owned(out),
+        _ => String::from_utf8_lossy(content),
+    }
+}
+
 /// Scans the number at `i` (strict JSON grammar); returns the position after it.
 #[inline]
 pub fn scan_number(b: &[u8], i: usize) -> JResult {
@@ -605,6 +627,32 @@ mod tests {
         }
     }
 
+    /// The contents `canon_string` writes for the JSON string `json`, without quotes.
+    fn canon_contents(json: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        canon_string(json.as_bytes(), 0, &mut out).unwrap();
+        out[1..out.len() - 1].to_vec()
+    }
+
+    #[test]
+    fn decode_canonical_contents() {
+        for (input, want) in [
+            (r#""PLAIN_NAME""#, "PLAIN_NAME"),
+            (r#""A\u0042C""#, "ABC"),
+            (r#""q\"b\\s\/""#, "q\"b\\s/"),
+            (r#""\u00e9""#, "é"),
+            ("\"é\"", "é"),
+            (r#""\ud83d\ude00""#, "😀"),
+            (r#""\ud800x""#, "\u{fffd}x"),
+            (r#""\n\u0001""#, "\n\u{1}"),
+        ] {
+            let c = canon_contents(input);
+            assert_eq!(decode_canonical(&c), want, "{input}");
+        }
+        // Without a backslash nothing is copied.
+        assert!(matches!(decode_canonical(b"X"), Cow::Borrowed("X")));
+    }
+
     #[test]
     fn scan_string_reports_clean() {
         assert_eq!(scan_string(br#""abc" "#, 0).unwrap(), (5, true));
@@ -668,6 +716,14 @@ mod tests {
         fn never_panics(s in "\\PC{0,64}") {
             let mut out = Vec::new();
             let _ = canonicalize(&s, &mut out);
+        }
+
+        /// Decoding canonical contents gives back the string a parser reads.
+        #[test]
+        fn decode_canonical_inverts_canon(s in "(\\PC|[\"\\\\\n\t\u{1}\u{7f}])*") {
+            let json = serde_json::to_string(&s).unwrap();
+            let c = canon_contents(&json);
+            proptest::prop_assert_eq!(decode_canonical(&c), s.as_str());
         }
 
         #[test]

@@ -456,7 +456,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn embedded_copy() -> MemFiles {
+    /// The shipped mappings' files, to edit in a test.
+    pub(crate) fn embedded_copy() -> MemFiles {
         let files = EmbeddedFiles(&EMBEDDED);
         MemFiles(
             files

@@ -744,6 +744,75 @@ mod tests {
         );
     }
 
+    /// A unit read from a local text dump, staged on local disk: the dropped names
+    /// that reach the manifest are the decoded ones, one entry however the payloads
+    /// spelled them, and they survive the manifest's JSON.
+    #[test]
+    fn manifest_counts_dropped_names_decoded() {
+        use crate::core::rowkey;
+        use crate::source::local::LocalSource;
+        use crate::store::local::LocalStore;
+        const REV: &str = "http://hg.mozilla.org/releases/mozilla-aurora/rev/a55c55edf302";
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let mut dump = Vec::new();
+        for (n, hists) in [
+            r#"{"CAF\u00c9_MS":{},"q\"b\\s":{}}"#,
+            r#"{"CAFÉ_MS":{},"MS_\ud83d\ude00":{}}"#,
+            r#"{"q\u0022b\u005cs":{},"MS_😀":{}}"#,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("17caa68c-25f5-450a-9cce-7d31318846d{n}");
+            dump.extend_from_slice(&rowkey::build("20131011", &id));
+            dump.push(b'\t');
+            dump.extend_from_slice(
+                format!(r#"{{"ver":1,"info":{{"revision":"{REV}"}},"histograms":{hists}}}"#)
+                    .as_bytes(),
+            );
+            dump.push(b'\n');
+        }
+        std::fs::write(src.join("dump.txt"), &dump).unwrap();
+        let source = LocalSource::new(&src).unwrap();
+        let staging = LocalStore::new(dir.path().join("staging")).unwrap();
+        let selection = Selection::default();
+        let ctx = UnitCtx {
+            mappings: Mappings::embedded().unwrap(),
+            source: &source,
+            staging: &staging,
+            job: "job",
+            group: "group",
+            selection: &selection,
+            filter: None,
+            buffer_size: 1 << 20,
+            piece_max: 1 << 20,
+            on_progress: &|_, _| {},
+        };
+        let unit = UnitSpec {
+            file: "dump.txt".into(),
+            start: 0,
+            end: dump.len() as u64,
+            file_size: dump.len() as u64,
+        };
+        let m = process(&ctx, &unit).unwrap();
+        assert_eq!(m.stats.records_out, 3, "{:?}", m.stats);
+        let want: BTreeMap<String, u64> = [("CAFÉ_MS", 2), ("MS_😀", 2), ("q\"b\\s", 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(m.stats.histograms_dropped, want);
+        // The manifest as staged: UTF-8 JSON strings that read back as the names.
+        let (_, manifest_key) = unit_keys("job", "group", &unit);
+        let stored = staging.get(&manifest_key).unwrap().unwrap();
+        let text = std::str::from_utf8(&stored).unwrap();
+        assert!(text.contains(r#""CAFÉ_MS":2"#), "{text}");
+        assert!(text.contains(r#""q\"b\\s":2"#), "{text}");
+        let back: UnitManifest = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(back.stats, m.stats);
+    }
+
     proptest! {
         #[test]
         fn staged_pieces_match_the_lines(
