@@ -280,3 +280,150 @@ fn e2e_killed_exports_into_s3_finish_with_the_same_store() {
         assert_eq!(crate::s3::incomplete_uploads(&bucket), vec![]);
     }
 }
+
+/// Puts `gen/data` into HDFS under a fresh folder; returns the source URL.
+fn put_into_hdfs(gen: &Path, name: &str) -> String {
+    let hdfs = crate::hdfs::server();
+    let dir = format!("/{name}-{}", std::process::id());
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &["fs", "-mkdir", "-p", &dir],
+    ));
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &[
+            "fs",
+            "-put",
+            gen.join("data").to_str().unwrap(),
+            &format!("{hdfs}{dir}/"),
+        ],
+    ));
+    format!("{hdfs}{dir}/data")
+}
+
+#[test]
+fn e2e_a_datanode_down_past_the_retries_fails_units_and_the_rerun_completes() {
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "12", "30");
+    let local = t.path().join("local");
+    let (out, _) = export(&gen.join("data"), &local, &["--jobs", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let source = {
+        let _hdfs = crate::hdfs::shared();
+        put_into_hdfs(&gen, "datanode-down")
+    };
+    let dest = t.path().join("dest");
+    let report = t.path().join("r.json");
+    let args = |retries: &str| {
+        vec![
+            "export".to_string(),
+            source.clone(),
+            dest.to_str().unwrap().to_string(),
+            "-q".into(),
+            "--jobs".into(),
+            "2".into(),
+            "--hdfs-retries".into(),
+            retries.into(),
+            "--hdfs-timeout".into(),
+            "5".into(),
+            "--report".into(),
+            report.to_str().unwrap().into(),
+        ]
+    };
+    {
+        // Past the retry budget: every unit fails, nothing is committed with a
+        // gap, and the run says what to do.
+        let _x = crate::hdfs::exclusive();
+        let _down = crate::hdfs::DataNodeDown::stop();
+        let out = backfill(&args("0").iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(out.stderr.contains("rerun"), "{}", out.stderr);
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(rep["complete"], false);
+        assert!(rep["unreadable"].as_array().unwrap().is_empty(), "{rep}");
+        let failed = rep["failed"].as_array().unwrap();
+        assert!(!failed.is_empty(), "{rep}");
+        for f in failed {
+            let e = f["error"].as_str().unwrap();
+            assert!(e.contains("hdfs://") && e.contains("offset"), "{e}");
+        }
+        assert!(
+            !dest.join("_backfill/manifests").exists()
+                || std::fs::read_dir(dest.join("_backfill/manifests"))
+                    .unwrap()
+                    .flat_map(|j| std::fs::read_dir(j.unwrap().path()).unwrap())
+                    .next()
+                    .is_none(),
+            "no folder committed while its blocks could not be read"
+        );
+        assert!(objects(&dest).is_empty(), "no object published");
+        // The DataNode comes back here (dropped guard).
+    }
+    let _hdfs = crate::hdfs::shared();
+    let out = backfill(&args("14").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(local_digests(&dest, true), local_digests(&local, true));
+}
+
+#[test]
+fn e2e_killed_between_multipart_parts_then_rerun_gives_the_same_bucket() {
+    let endpoint = crate::s3::env().endpoint;
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "13", "30");
+    let local = t.path().join("local");
+    let (out, _) = export(&gen.join("data"), &local, &["--jobs", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bucket = crate::s3::fresh_bucket("mpu-kill");
+    let dest = format!("s3://{bucket}/t");
+    let mut args = vec![
+        "export".to_string(),
+        gen.join("data").to_str().unwrap().into(),
+        dest.clone(),
+        "-q".into(),
+        "--jobs".into(),
+        "2".into(),
+        // Every object above 4 KiB goes up in parts.
+        "--multipart-threshold".into(),
+        "4KiB".into(),
+    ];
+    args.extend(s3_args(&endpoint));
+    let out = Command::new(env!("CARGO_BIN_EXE_backfill"))
+        .args(&args)
+        .env("BACKFILL_FAILPOINTS", "multipart-part-uploaded@3=kill")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failpoint multipart-part-uploaded hit"),
+        "{stderr}"
+    );
+    let opts = S3Options {
+        endpoint_url: Some(endpoint.clone()),
+        path_style: true,
+        ..S3Options::default()
+    };
+    let store = S3Store::from_url(&dest, &opts, BTreeMap::new()).unwrap();
+    assert!(
+        store.remove_incomplete(&|_| true, true).unwrap() > 0,
+        "the kill left an upload open"
+    );
+    let out = backfill(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        s3_digests(&dest, &endpoint, true),
+        local_digests(&local, true)
+    );
+    assert_eq!(
+        store.remove_incomplete(&|_| true, true).unwrap(),
+        0,
+        "the rerun aborted the killed run's upload"
+    );
+}

@@ -49,7 +49,7 @@ pub(crate) fn shared() -> RwLockReadGuard<'static, ()> {
     SERVER.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
+pub(crate) fn exclusive() -> RwLockWriteGuard<'static, ()> {
     SERVER.write().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -519,10 +519,10 @@ fn read_rate_is_capped() {
 
 /// Restarts the DataNode when dropped, so a failing assertion leaves the server
 /// usable for the tests after it.
-struct DataNodeDown;
+pub(crate) struct DataNodeDown;
 
 impl DataNodeDown {
-    fn stop() -> DataNodeDown {
+    pub(crate) fn stop() -> DataNodeDown {
         check(script("hdfs.sh", &["datanode-stop"]));
         DataNodeDown
     }

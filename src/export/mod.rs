@@ -1175,12 +1175,17 @@ fn walk_job(
             Start::Done
         };
         let mut busy: Vec<(String, Vec<FileEntry>)> = Vec::new();
+        // Folders with an entry that could not be listed: not exported (a folder
+        // committed without one of its files would be a gap no rerun fills).
+        let mut unlisted: HashSet<String> = HashSet::new();
         let walked = source.walk(&mut |item| {
             let (dir, files) = match item {
                 WalkItem::Folder { dir, files } => (dir, files),
                 WalkItem::Unreadable { path, error } => {
+                    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+                    unlisted.insert(parent.to_string());
                     run_ref.failed_work(
-                        &path,
+                        parent,
                         None,
                         &anyhow::anyhow!("cannot list {path}: {error}"),
                     );
@@ -1188,6 +1193,10 @@ fn walk_job(
                 }
             };
             if !plan::folder_selected(&dir, &opts.window, opts.folder_margin) {
+                return true;
+            }
+            if unlisted.contains(&dir) {
+                progress.inc(files.iter().map(|f| f.size).sum());
                 return true;
             }
             match start(dir, files) {
