@@ -651,3 +651,45 @@ fn files_added_to_a_committed_folder_are_reported() {
     assert!(err.contains("changed after its export"), "{err}");
     assert_eq!(store(&dest), before, "reported, not exported again");
 }
+
+#[test]
+fn retry_unreadable_reads_a_repaired_file_again() {
+    let s = setup(&DAYS[..2], 2);
+    // One file cut short: its tail is unreadable.
+    let victim = day_dir(&s.src, DAYS[1]).join("part-m-00001");
+    let whole = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &whole[..whole.len() * 2 / 3]).unwrap();
+    let dest = s.root.join("dest");
+    let a = args(&s.src, &dest, &s.root.join("r.json"), &[]);
+    run(&a, "", 3);
+    let before = report(&s.root.join("r.json"));
+    assert_eq!(
+        before["unreadable"].as_array().unwrap().len(),
+        1,
+        "{before}"
+    );
+    // The block is recovered: a plain rerun reports the change and reads nothing.
+    std::fs::write(&victim, &whole).unwrap();
+    run(&a, "", 3);
+    let r = report(&s.root.join("r.json"));
+    assert_eq!(r["records_in"], before["records_in"]);
+    assert_eq!(
+        r["source_changed"][0]["resized"],
+        serde_json::json!(["data/telemetry/2013/10/11/part-m-00001"])
+    );
+    // --retry-unreadable reads the folder again and adds what is there now.
+    let mut retry = a.clone();
+    retry.push("--retry-unreadable".into());
+    run(&retry, "", 0);
+    let r = report(&s.root.join("r.json"));
+    assert!(r["unreadable"].as_array().unwrap().is_empty(), "{r}");
+    let fresh = s.root.join("fresh");
+    run(&args(&s.src, &fresh, &s.root.join("f.json"), &[]), "", 0);
+    let f = report(&s.root.join("f.json"));
+    for k in ["records_in", "records_out", "records_error", "objects"] {
+        assert_eq!(r[k], f[k], "{k}");
+    }
+    assert!(r["records_in"].as_u64() > before["records_in"].as_u64());
+    assert_eq!(store(&dest), store(&fresh));
+    assert!(manifests_hold(&dest) > 0);
+}

@@ -32,6 +32,12 @@ pub struct ExportArgs {
     /// Show what would be read (files, bytes, days, estimated output) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read again the committed folders whose report lists unreadable regions (after
+    /// an HDFS block recovery, or a damaged file replaced): each such folder is
+    /// exported again under the same names, its manifest replaced, and what is now
+    /// readable added. Folders without unreadable regions are skipped as usual.
+    #[arg(long)]
+    pub retry_unreadable: bool,
     /// Which records.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -76,7 +82,8 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let source = open_source(&a.source, &a.hdfs)?;
     check_not_nested(&a.source, &a.dest)?;
-    let opts = export_options(&a.select, &a.output, &mappings)?;
+    let mut opts = export_options(&a.select, &a.output, &mappings)?;
+    opts.retry_unreadable = a.retry_unreadable;
     if a.dry_run {
         return dry_run(
             source.as_ref(),

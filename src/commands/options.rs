@@ -126,5 +126,6 @@ pub fn export_options(
         filter: select.filter(mappings)?,
         lease_ttl: out.lease_ttl,
         orphan_grace: out.orphan_grace,
+        retry_unreadable: false,
     })
 }

@@ -66,6 +66,8 @@ pub struct ExportOptions {
     /// Objects of this job no manifest references are removed only when older than
     /// this many seconds (besides every other condition of the sweep).
     pub orphan_grace: u64,
+    /// Read again committed folders that recorded unreadable regions.
+    pub retry_unreadable: bool,
 }
 
 impl Default for ExportOptions {
@@ -82,6 +84,7 @@ impl Default for ExportOptions {
             filter: None,
             lease_ttl: lease::DEFAULT_TTL,
             orphan_grace: 600,
+            retry_unreadable: false,
         }
     }
 }
@@ -329,6 +332,12 @@ struct Group {
     id: String,
     /// The folder's lease, held while the group runs.
     lease: String,
+    /// Groups of the folder still running under that lease (a retry can redo
+    /// several at once): the last one gives it back.
+    lease_refs: Arc<AtomicUsize>,
+    /// A committed group done again (`--retry-unreadable`): its manifest is
+    /// replaced, and keys of the old one the new one does not list are removed.
+    replaces: bool,
     selection: Selection,
     units: Vec<UnitSpec>,
     done: Mutex<Vec<Option<UnitManifest>>>,
@@ -458,6 +467,17 @@ impl History {
         }
         let s = Summary::of(m, Some(&mut self.referenced));
         self.push(s);
+    }
+
+    /// Takes in a group committed again (`--retry-unreadable`) in place of its
+    /// earlier manifest.
+    fn replace(&mut self, m: &GroupManifest) {
+        if let Some(v) = self.by_dir.get_mut(&m.dir) {
+            v.retain(|s| s.group != m.group);
+        }
+        self.seen
+            .remove(&hash64(&manifest::manifest_key(&m.job, &m.group)));
+        self.add(m);
     }
 
     fn push(&mut self, s: Summary) {
@@ -722,6 +742,18 @@ impl Run<'_> {
             .map(|m| m.expect("every unit staged"))
             .collect();
         let lease_lost = || self.leases.lost(&g.lease);
+        // The manifest a retry replaces, read before it is.
+        let old: Option<GroupManifest> = if g.replaces {
+            let key = manifest::manifest_key(&self.job, &g.id);
+            match self.dest.get(&key)? {
+                Some(b) => {
+                    Some(serde_json::from_slice(&b).with_context(|| format!("reading {key}"))?)
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         let ctx = assemble::AssembleCtx {
             dest: self.dest,
             staging: self.staging,
@@ -734,7 +766,24 @@ impl Run<'_> {
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)
             .with_context(|| format!("assembling folder {:?}", g.dir))?;
         tracing::debug!(folder = %g.dir, objects = m.objects.len(), records = m.stats.records_out, "group committed");
-        self.history.lock().unwrap().add(&m);
+        if let Some(old) = old {
+            let now: HashSet<&str> = m
+                .objects
+                .iter()
+                .chain(&m.errors)
+                .map(|o| o.key.as_str())
+                .collect();
+            for o in old.objects.iter().chain(&old.errors) {
+                if !now.contains(o.key.as_str()) {
+                    self.dest.delete(&o.key)?;
+                }
+            }
+            let recovered = m.stats.records_in.saturating_sub(old.stats.records_in);
+            tracing::info!(folder = %g.dir, recovered, unreadable_before = old.stats.unreadable.len(), unreadable_now = m.stats.unreadable.len(), "folder read again");
+            self.history.lock().unwrap().replace(&m);
+        } else {
+            self.history.lock().unwrap().add(&m);
+        }
         Ok(())
     }
 
@@ -752,8 +801,10 @@ impl Run<'_> {
                 Err(e) => self.failed_work(&g.dir, None, &e),
             }
         }
-        if let Err(e) = self.leases.release(&g.lease) {
-            tracing::warn!(folder = %g.dir, error = %e, "could not release the folder's lease; it expires by itself");
+        if g.lease_refs.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Err(e) = self.leases.release(&g.lease) {
+                tracing::warn!(folder = %g.dir, error = %e, "could not release the folder's lease; it expires by itself");
+            }
         }
     }
 
@@ -1077,74 +1128,11 @@ fn walk_job(
     let run_ref = &run;
     let slots_ref = &slots;
     let walked = pool.in_place_scope(|scope| {
-        // Offers one folder: skipped when committed, run when its lease is ours,
-        // handed back when another live run holds it.
-        let mut start = |dir: String, files: Vec<FileEntry>| -> Start {
-            if run_ref.halted() {
-                return Start::Stop;
-            }
-            let bytes: u64 = files.iter().map(|f| f.size).sum();
-            let committed = |run: &Run<'_>| {
-                plan::covers(
-                    &run.history.lock().unwrap().covered(&dir),
-                    &opts.window,
-                )
-            };
-            if committed(run_ref) {
-                if let Err(e) = run_ref.check_unchanged(&dir, &files) {
-                    tracing::warn!(folder = %dir, error = %format!("{e:#}"), "could not compare the folder with its manifest");
-                }
-                groups_resumed += 1;
-                progress.inc(bytes);
-                return Start::Done;
-            }
-            let lease_name = lease::folder_lease(&plan::group_id(&dir));
-            match run_ref.leases.try_take(&lease_name, &format!("folder {dir}")) {
-                Ok(Taken::Held) => {}
-                Ok(Taken::Busy(h)) => return Start::Busy(dir, files, h),
-                Err(e) => {
-                    run_ref.fail(anyhow::Error::from(e).context(format!("taking the lease of folder {dir}")));
-                    return Start::Stop;
-                }
-            }
-            // Another run may have committed the folder since this run looked.
-            let refreshed = run_ref.history.lock().unwrap().refresh(dest, &run_ref.job);
-            if let Err(e) = refreshed {
-                let _ = run_ref.leases.release(&lease_name);
-                run_ref.fail(e);
-                return Start::Stop;
-            }
-            if committed(run_ref) {
-                let _ = run_ref.leases.release(&lease_name);
-                groups_resumed += 1;
-                progress.inc(bytes);
-                return Start::Done;
-            }
-            let selection = Selection {
-                window: opts.window,
-                covered: run_ref.history.lock().unwrap().covered(&dir),
-            };
-            let id = slice_id(&dir, &selection);
-            // Objects a dead run published for another selection of this folder and
-            // never committed go now, while this run holds the folder.
-            if let Err(e) = clear_intents(dest, &run_ref.job, Some(&dir), Some(&id)) {
-                let _ = run_ref.leases.release(&lease_name);
-                run_ref.failed_work(&dir, None, &e.context("removing a dead run's uncommitted objects"));
-                return Start::Done;
-            }
-            let units = plan::units(&files, opts.split_size);
-            let n = units.len();
-            let g = Arc::new(Group {
-                id,
-                dir,
-                lease: lease_name,
-                selection,
-                units,
-                done: Mutex::new(vec![None; n]),
-                remaining: AtomicUsize::new(n),
-                failed: AtomicBool::new(false),
-            });
-            for i in 0..n {
+        // Runs the units of one group of a folder whose lease this run holds; the
+        // last group of the folder to finish gives the lease back.
+        let spawn_group = |g: Group| {
+            let g = Arc::new(g);
+            for i in 0..g.units.len() {
                 slots_ref.acquire();
                 let g = Arc::clone(&g);
                 scope.spawn(move |scope| {
@@ -1170,6 +1158,105 @@ fn walk_job(
                     if g.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                         scope.spawn(move |_| run_ref.finish_group(&g));
                     }
+                });
+            }
+        };
+        // Offers one folder: skipped when committed (unless `--retry-unreadable` has
+        // regions of it to read again), run when its lease is ours, handed back when
+        // another live run holds it.
+        let mut start = |dir: String, files: Vec<FileEntry>| -> Start {
+            if run_ref.halted() {
+                return Start::Stop;
+            }
+            let bytes: u64 = files.iter().map(|f| f.size).sum();
+            let committed = |run: &Run<'_>| {
+                plan::covers(
+                    &run.history.lock().unwrap().covered(&dir),
+                    &opts.window,
+                )
+            };
+            // Committed groups of the folder that recorded unreadable regions.
+            let to_retry = |run: &Run<'_>| -> Vec<(String, Selection)> {
+                if !opts.retry_unreadable {
+                    return Vec::new();
+                }
+                run.history
+                    .lock()
+                    .unwrap()
+                    .by_dir
+                    .get(&dir)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|s| !s.stats.unreadable.is_empty())
+                            .map(|s| (s.group.clone(), s.selection.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            if committed(run_ref) && to_retry(run_ref).is_empty() {
+                if let Err(e) = run_ref.check_unchanged(&dir, &files) {
+                    tracing::warn!(folder = %dir, error = %format!("{e:#}"), "could not compare the folder with its manifest");
+                }
+                groups_resumed += 1;
+                progress.inc(bytes);
+                return Start::Done;
+            }
+            let lease_name = lease::folder_lease(&plan::group_id(&dir));
+            match run_ref.leases.try_take(&lease_name, &format!("folder {dir}")) {
+                Ok(Taken::Held) => {}
+                Ok(Taken::Busy(h)) => return Start::Busy(dir, files, h),
+                Err(e) => {
+                    run_ref.fail(anyhow::Error::from(e).context(format!("taking the lease of folder {dir}")));
+                    return Start::Stop;
+                }
+            }
+            // Another run may have committed the folder since this run looked.
+            let refreshed = run_ref.history.lock().unwrap().refresh(dest, &run_ref.job);
+            if let Err(e) = refreshed {
+                let _ = run_ref.leases.release(&lease_name);
+                run_ref.fail(e);
+                return Start::Stop;
+            }
+            let mut groups: Vec<(String, Selection, bool)> = Vec::new();
+            if committed(run_ref) {
+                groups.extend(to_retry(run_ref).into_iter().map(|(id, sel)| (id, sel, true)));
+                if groups.is_empty() {
+                    let _ = run_ref.leases.release(&lease_name);
+                    groups_resumed += 1;
+                    progress.inc(bytes);
+                    return Start::Done;
+                }
+                tracing::info!(folder = %dir, groups = groups.len(), "reading again a committed folder with unreadable regions (--retry-unreadable)");
+            } else {
+                let selection = Selection {
+                    window: opts.window,
+                    covered: run_ref.history.lock().unwrap().covered(&dir),
+                };
+                groups.push((slice_id(&dir, &selection), selection, false));
+            }
+            // Objects a dead run published for another selection of this folder and
+            // never committed go now, while this run holds the folder.
+            let keep = (groups.len() == 1).then(|| groups[0].0.clone());
+            if let Err(e) = clear_intents(dest, &run_ref.job, Some(&dir), keep.as_deref()) {
+                let _ = run_ref.leases.release(&lease_name);
+                run_ref.failed_work(&dir, None, &e.context("removing a dead run's uncommitted objects"));
+                return Start::Done;
+            }
+            let lease_refs = Arc::new(AtomicUsize::new(groups.len()));
+            for (id, selection, replaces) in groups {
+                let units = plan::units(&files, opts.split_size);
+                let n = units.len();
+                spawn_group(Group {
+                    id,
+                    dir: dir.clone(),
+                    lease: lease_name.clone(),
+                    lease_refs: Arc::clone(&lease_refs),
+                    replaces,
+                    selection,
+                    units,
+                    done: Mutex::new(vec![None; n]),
+                    remaining: AtomicUsize::new(n),
+                    failed: AtomicBool::new(false),
                 });
             }
             Start::Done
