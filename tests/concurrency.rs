@@ -693,3 +693,68 @@ fn retry_unreadable_reads_a_repaired_file_again() {
     assert_eq!(store(&dest), store(&fresh));
     assert!(manifests_hold(&dest) > 0);
 }
+
+#[test]
+fn shards_side_by_side_give_the_one_run_store() {
+    let s = setup(&DAYS, 2);
+    let one = s.root.join("one");
+    run(&args(&s.src, &one, &s.root.join("one.json"), &[]), "", 0);
+    let dest = s.root.join("dest");
+    // A Kubernetes Indexed Job of three tasks, and an explicit --shard beside it.
+    let task = |i: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_backfill"));
+        c.args(args(
+            &s.src,
+            &dest,
+            &s.root.join(format!("s{i}.json")),
+            &["--shards", "3"],
+        ))
+        .env("JOB_COMPLETION_INDEX", i.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let children: Vec<Child> = (0..3).map(task).collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "task {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(manifests_hold(&dest) > 0);
+    assert_eq!(store(&dest), store(&one));
+    let mut groups = 0;
+    for i in 0..3 {
+        let r = report(&s.root.join(format!("s{i}.json")));
+        groups += r["units_run"].as_u64().unwrap();
+    }
+    let o = report(&s.root.join("one.json"));
+    assert_eq!(
+        groups,
+        o["units_run"].as_u64().unwrap(),
+        "every unit run by exactly one task"
+    );
+    // An index past the count is refused, as is a missing one.
+    let bad = Command::new(env!("CARGO_BIN_EXE_backfill"))
+        .args(args(
+            &s.src,
+            &dest,
+            &s.root.join("x.json"),
+            &["--shards", "3"],
+        ))
+        .env("JOB_COMPLETION_INDEX", "3")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("JOB_COMPLETION_INDEX=3"));
+    let out = backfill(&[
+        "export",
+        s.src.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "--shard",
+        "2/2",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}

@@ -41,6 +41,9 @@ pub struct ExportArgs {
     /// Which records.
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Scale-out.
+    #[command(flatten)]
+    pub shards: ShardArgs,
     /// How they are written.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -50,6 +53,58 @@ pub struct ExportArgs {
     /// S3 destination settings.
     #[command(flatten)]
     pub s3: S3Options,
+}
+
+/// Array jobs of a batch scheduler: each task takes a share of the folders.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Scale-out")]
+pub struct ShardArgs {
+    /// Export only share I of N of the folders (by a hash of each folder's name):
+    /// N runs side by side into one DEST, on one machine or many, give the store
+    /// one run gives. Each run's report describes the whole job as far as it is
+    /// committed; the last to finish sweeps.
+    #[arg(long, value_name = "I/N", value_parser = crate::export::plan::parse_shard, conflicts_with = "shards")]
+    pub shard: Option<(u32, u32)>,
+    /// Export share I of N, I taken from the array job's index: JOB_COMPLETION_INDEX
+    /// (Kubernetes Indexed Jobs), AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch) or
+    /// SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN (Slurm).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The share, from the flags and the scheduler's environment.
+    pub fn shard(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        if let Some(s) = self.shard {
+            return Ok(Some(s));
+        }
+        let Some(n) = self.shards else {
+            return Ok(None);
+        };
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let index = if let Some(v) = var("JOB_COMPLETION_INDEX") {
+            ("JOB_COMPLETION_INDEX", v.parse::<u32>().ok())
+        } else if let Some(v) = var("AWS_BATCH_JOB_ARRAY_INDEX") {
+            ("AWS_BATCH_JOB_ARRAY_INDEX", v.parse().ok())
+        } else if let Some(v) = var("SLURM_ARRAY_TASK_ID") {
+            let min = var("SLURM_ARRAY_TASK_MIN")
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0);
+            (
+                "SLURM_ARRAY_TASK_ID",
+                v.parse::<u32>().ok().and_then(|i| i.checked_sub(min)),
+            )
+        } else {
+            bail!("--shards {n} needs the task's index: set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID, or give --shard I/{n}");
+        };
+        match index {
+            (_, Some(i)) if i < n => Ok(Some((i, n))),
+            (k, _) => bail!(
+                "{k}={} is not an index below --shards {n}",
+                var(k).unwrap_or_default()
+            ),
+        }
+    }
 }
 
 /// Fails when the destination is inside a local source (the export would read its
@@ -84,6 +139,7 @@ pub fn run(
     check_not_nested(&a.source, &a.dest)?;
     let mut opts = export_options(&a.select, &a.output, &mappings)?;
     opts.retry_unreadable = a.retry_unreadable;
+    opts.shard = a.shards.shard()?;
     if a.dry_run {
         return dry_run(
             source.as_ref(),

@@ -127,5 +127,6 @@ pub fn export_options(
         lease_ttl: out.lease_ttl,
         orphan_grace: out.orphan_grace,
         retry_unreadable: false,
+        shard: None,
     })
 }

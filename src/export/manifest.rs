@@ -329,6 +329,9 @@ pub struct RunRecord {
     pub bytes: u64,
     /// Units they make.
     pub units: u64,
+    /// `I/N` when the run took share I of N of the folders (`--shard`).
+    #[serde(default)]
+    pub shard: Option<String>,
 }
 
 /// Key prefix of a job's run records.

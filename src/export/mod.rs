@@ -68,6 +68,9 @@ pub struct ExportOptions {
     pub orphan_grace: u64,
     /// Read again committed folders that recorded unreadable regions.
     pub retry_unreadable: bool,
+    /// `--shard I/N`: this run exports only the folders of share I of N (see
+    /// [`plan::in_shard`]); N runs side by side give the one-run store.
+    pub shard: Option<(u32, u32)>,
 }
 
 impl Default for ExportOptions {
@@ -85,6 +88,7 @@ impl Default for ExportOptions {
             lease_ttl: lease::DEFAULT_TTL,
             orphan_grace: 600,
             retry_unreadable: false,
+            shard: None,
         }
     }
 }
@@ -207,6 +211,8 @@ pub struct Survey {
     pub days: BTreeSet<u32>,
     /// Folders that could not be listed.
     pub unreadable: Vec<Unreadable>,
+    /// Of the bytes, those of this run's share (`--shard`; all of them without).
+    pub share_bytes: u64,
 }
 
 /// Walks the source once without reading files.
@@ -222,6 +228,9 @@ pub fn survey(source: &dyn Source, opts: &ExportOptions) -> anyhow::Result<Surve
                         s.bytes += files.iter().map(|f| f.size).sum::<u64>();
                         s.units += plan::units(&files, opts.split_size).len() as u64;
                         s.days.extend(plan::folder_day(&dir));
+                        if plan::in_shard(&dir, opts.shard) {
+                            s.share_bytes += files.iter().map(|f| f.size).sum::<u64>();
+                        }
                     } else {
                         s.folders_skipped += 1;
                     }
@@ -1072,7 +1081,7 @@ fn walk_job(
 ) -> anyhow::Result<bool> {
     let history = History::load(dest, job)?;
     let survey = survey(source, opts)?;
-    progress.set_length(survey.bytes);
+    progress.set_length(survey.share_bytes);
     let record = manifest::RunRecord {
         job: job.to_string(),
         started_at: leases.me().started_at,
@@ -1083,6 +1092,7 @@ fn walk_job(
         files: survey.files,
         bytes: survey.bytes,
         units: survey.units,
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
     };
     dest.put(
         &format!(
@@ -1279,7 +1289,9 @@ fn walk_job(
                     return !run_ref.halted();
                 }
             };
-            if !plan::folder_selected(&dir, &opts.window, opts.folder_margin) {
+            if !plan::folder_selected(&dir, &opts.window, opts.folder_margin)
+                || !plan::in_shard(&dir, opts.shard)
+            {
                 return true;
             }
             if unlisted.contains(&dir) {

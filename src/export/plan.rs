@@ -166,6 +166,35 @@ pub fn folder_selected(dir: &str, window: &DayWindow, margin: u32) -> bool {
     wide.contains(day)
 }
 
+/// Whether folder `dir` is in share `shard` = (I, N) of the folders (always, with
+/// no shard): by a hash of the folder's name, so every run agrees without talking,
+/// and shares are even over many folders.
+pub fn in_shard(dir: &str, shard: Option<(u32, u32)>) -> bool {
+    match shard {
+        None => true,
+        Some((i, n)) => {
+            let h = crate::export::manifest::sha256(format!("shard\0{dir}").as_bytes());
+            u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % u64::from(n) == u64::from(i)
+        }
+    }
+}
+
+/// Parses `I/N` (0 ≤ I < N).
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not a shard (I/N, e.g. 0/4)"))?;
+    let i: u32 = i.trim().parse().map_err(|_| format!("{s:?}: bad index"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("{s:?}: bad count"))?;
+    if n == 0 || i >= n {
+        return Err(format!(
+            "{s:?}: the index must be below the count (0/{n} to {}/{n})",
+            n.saturating_sub(1)
+        ));
+    }
+    Ok((i, n))
+}
+
 /// The group id of a folder.
 pub fn group_id(dir: &str) -> String {
     short_hash(&format!("group\0{dir}"), 8)
@@ -328,6 +357,23 @@ mod tests {
     #[test]
     fn days() {
         assert_eq!(parse_day("20131011"), Ok(20131011));
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert!(
+            parse_shard("4/4").is_err() && parse_shard("0/0").is_err() && parse_shard("x").is_err()
+        );
+        // Every folder is in exactly one share, and shares are near even.
+        let mut counts = [0; 4];
+        for d in 0..400 {
+            let dir = format!("data/telemetry/2013/{:02}/{:02}", d / 31 + 1, d % 31 + 1);
+            let shares: Vec<u32> = (0..4).filter(|&i| in_shard(&dir, Some((i, 4)))).collect();
+            assert_eq!(shares.len(), 1, "{dir}");
+            counts[shares[0] as usize] += 1;
+            assert!(in_shard(&dir, None));
+        }
+        assert!(
+            counts.iter().all(|&c| (70..=130).contains(&c)),
+            "{counts:?}"
+        );
         assert_eq!(parse_day("2013-10-11"), Ok(20131011));
         assert!(parse_day("2013-02-30").is_err());
         assert!(parse_day("201310").is_err());
