@@ -15,3 +15,4 @@ pub mod mappings_dir;
 pub mod size;
 pub mod source;
 pub mod store;
+pub mod verify;

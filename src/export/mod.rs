@@ -556,7 +556,7 @@ impl Run<'_> {
 
 /// The group id of a folder for a selection: the folder's first run is named by the
 /// folder alone; later runs with other windows by the folder and their selection.
-fn slice_id(dir: &str, selection: &Selection) -> String {
+pub(crate) fn slice_id(dir: &str, selection: &Selection) -> String {
     if selection.covered.is_empty() {
         plan::group_id(dir)
     } else {
