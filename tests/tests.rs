@@ -8,3 +8,4 @@ mod export;
 mod hdfs;
 mod resume;
 mod s3;
+mod verify;
