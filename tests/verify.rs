@@ -160,7 +160,7 @@ pub(crate) fn fullest(dest: &Path) -> (String, Vec<(String, String)>) {
 pub(crate) fn encode(lines: &[(String, String)]) -> Vec<u8> {
     let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
     for (id, json) in lines {
-        write!(e, "{id}\t{json}\n").unwrap();
+        writeln!(e, "{id}\t{json}").unwrap();
     }
     e.finish().unwrap()
 }
