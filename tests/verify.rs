@@ -456,3 +456,250 @@ fn verify_with_other_job_settings_names_the_missing_job() {
     let (out, rep) = run(&c, &["--xz-preset", "6"]);
     assert_fault(&out, &rep, "job_record", "holds no job");
 }
+
+/// `--endpoint-url … --path-style` for the test S3.
+fn s3_args(endpoint: &str) -> Vec<&str> {
+    vec!["--endpoint-url", endpoint, "--path-style"]
+}
+
+#[test]
+fn verify_s3_destination_clean_then_a_deleted_and_a_changed_object() {
+    use backfill::store::s3::{S3Options, S3Store};
+    use backfill::store::Store;
+    let endpoint = crate::s3::env().endpoint;
+    let f = fixture();
+    let bucket = crate::s3::fresh_bucket("verify");
+    let dest = format!("s3://{bucket}/t");
+    let mut args = vec!["export", f.src.to_str().unwrap(), &dest, "-q"];
+    args.extend(s3_args(&endpoint));
+    let out = backfill(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let src = f.src.to_str().unwrap();
+    let (out, rep) = verify(src, &dest, &s3_args(&endpoint));
+    assert_parity(&out, &rep);
+    assert!(rep["objects_checked"].as_u64().unwrap() > 6);
+    let mut deep = s3_args(&endpoint);
+    deep.push("--deep");
+    let (out, rep) = verify(src, &dest, &deep);
+    assert_parity(&out, &rep);
+    assert_eq!(rep["totals"]["dest_records"], 109);
+
+    let store = S3Store::from_url(
+        &dest,
+        &S3Options {
+            endpoint_url: Some(endpoint.clone()),
+            path_style: true,
+            ..S3Options::default()
+        },
+        Default::default(),
+    )
+    .unwrap();
+    // The same objects as in the local export: change two of them.
+    let (key, l) = fullest(&f.dest);
+    let id = l[0].0.clone();
+    let mut changed = l.clone();
+    changed[0].1 = changed[0].1.replacen("\"uptime\":12", "\"uptime\":77", 1);
+    store.put(&key, &encode(&changed)).unwrap();
+    let (out, rep) = verify(src, &dest, &deep);
+    assert_fault(&out, &rep, "sha256_mismatch", &key);
+    assert_fault(
+        &out,
+        &rep,
+        "records_differ",
+        &format!("1 with other content ({id})"),
+    );
+
+    let other = objects(&f.dest).into_keys().find(|k| *k != key).unwrap();
+    store.delete(&other).unwrap();
+    let (out, rep) = verify(src, &dest, &s3_args(&endpoint));
+    assert_fault(&out, &rep, "missing_object", &other);
+}
+
+#[test]
+fn verify_hdfs_source_clean_then_an_added_file_and_a_changed_record() {
+    let _hdfs = crate::hdfs::shared();
+    let hdfs = crate::hdfs::server();
+    let f = fixture();
+    let dir = format!("/verify-{}", std::process::id());
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &["fs", "-mkdir", "-p", &dir],
+    ));
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &[
+            "fs",
+            "-put",
+            f.src.join("data").to_str().unwrap(),
+            &format!("{hdfs}{dir}/"),
+        ],
+    ));
+    let src = format!("{hdfs}{dir}/data");
+    let t = tmp();
+    let dest = t.path().join("dest");
+    let out = backfill(&["export", &src, dest.to_str().unwrap(), "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let d = dest.to_str().unwrap();
+    let (out, rep) = verify(&src, d, &[]);
+    assert_parity(&out, &rep);
+    let (out, rep) = verify(&src, d, &["--deep"]);
+    assert_parity(&out, &rep);
+    assert_eq!(rep["totals"]["source_records"], 122);
+
+    // A changed record in a copy of the destination.
+    let changed = t.path().join("changed");
+    copy_dir(&dest, &changed);
+    let (key, l) = fullest(&changed);
+    let id = l[3].0.clone();
+    rewrite(&changed, &key, |l| {
+        l[3].1 = l[3].1.replacen("\"uptime\":12", "\"uptime\":21", 1);
+    });
+    let (out, rep) = verify(&src, changed.to_str().unwrap(), &["--deep"]);
+    assert_fault(
+        &out,
+        &rep,
+        "records_differ",
+        &format!("1 with other content ({id})"),
+    );
+
+    // A file added to HDFS after the export.
+    let extra = t.path().join("part-m-00009");
+    write_seq(&extra, &day_records(DAYS[0], 7000, 4), BLOCK);
+    crate::hdfs::check(crate::hdfs::script(
+        "hadoop-tool.sh",
+        &[
+            "fs",
+            "-put",
+            extra.to_str().unwrap(),
+            &format!("{src}/telemetry/2013/10/10/part-m-00009"),
+        ],
+    ));
+    let (out, rep) = verify(&src, d, &[]);
+    assert_fault(
+        &out,
+        &rep,
+        "uncovered_unit",
+        "telemetry/2013/10/10/part-m-00009",
+    );
+}
+
+/// Changes one record of `key` and rewrites its manifest entry to match, so only a
+/// record-level comparison can see it. Returns the changed doc id.
+fn change_behind_the_manifest(dest: &Path, key: &str) -> String {
+    let mut id = String::new();
+    rewrite(dest, key, |l| {
+        id = l[0].0.clone();
+        l[0].1 = l[0].1.replacen("\"uptime\":12", "\"uptime\":98", 1);
+    });
+    let bytes = std::fs::read(dest.join(key)).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let dir = std::fs::read_dir(dest.join("_backfill/manifests"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for m in std::fs::read_dir(dir).unwrap() {
+        let p = m.unwrap().path();
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        for o in v["objects"].as_array_mut().unwrap() {
+            if o["key"] == key {
+                o["sha256"] = sha.clone().into();
+                o["bytes"] = (bytes.len() as u64).into();
+            }
+        }
+        std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+    id
+}
+
+#[test]
+fn verify_sample_goes_deep_on_a_deterministic_share_of_the_groups() {
+    use backfill::verify::sample_point;
+    let c = copy();
+    // The two groups (one per folder) and where each falls in the sample.
+    let (_, rep) = run(&c, &["--deep"]);
+    let mut groups: Vec<(f64, String)> = rep["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["group"].as_str().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|g| (sample_point(&g), g))
+        .collect();
+    groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(groups.len(), 2);
+    // A fraction between the two points samples exactly the lower group.
+    let fraction = format!("{}", (groups[0].0 + groups[1].0) / 2.0);
+    let (out, rep) = run(&c, &["--sample", &fraction]);
+    assert_parity(&out, &rep);
+    assert_eq!(rep["mode"], "sample");
+    assert_eq!(rep["sample"]["by"], "groups");
+    assert_eq!(rep["sample"]["of"], 2);
+    assert_eq!(rep["groups_deep"], 1);
+    assert_eq!(rep["sample"]["selected"].as_array().unwrap().len(), 1);
+    assert!(
+        out.stderr.contains("sampled 1 of 2 groups"),
+        "{}",
+        out.stderr
+    );
+
+    // A change behind the manifest's back: seen when its group is in the sample,
+    // not otherwise (that is what a sample is).
+    let key_of = |group: &str| {
+        objects(&c.dest)
+            .into_keys()
+            .filter(|k| k.contains(&format!("-{group}-")))
+            .max()
+            .unwrap()
+    };
+    let unsampled = key_of(&groups[1].1);
+    change_behind_the_manifest(&c.dest, &unsampled);
+    let (out, rep) = run(&c, &["--sample", &fraction]);
+    assert_parity(&out, &rep);
+    let sampled = key_of(&groups[0].1);
+    let id = change_behind_the_manifest(&c.dest, &sampled);
+    let (out, rep) = run(&c, &["--sample", &fraction]);
+    assert_fault(&out, &rep, "records_differ", &id);
+    assert_eq!(rep["faults_by_kind"]["records_differ"], 1);
+}
+
+#[test]
+fn verify_all_writers_needs_no_bookkeeping_and_finds_a_fault() {
+    let c = copy();
+    std::fs::remove_dir_all(c.dest.join("_backfill")).unwrap();
+    // Without --deep it is a usage error.
+    let (out, _) = run(&c, &["--all-writers"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // Without bookkeeping the job's own checks have nothing to go on.
+    let (out, rep) = run(&c, &[]);
+    assert_fault(&out, &rep, "job_record", "holds no job");
+
+    let (out, rep) = run(&c, &["--deep", "--all-writers", "--jobs", "2"]);
+    assert_parity(&out, &rep);
+    assert_eq!(rep["totals"]["dest_records"], 109);
+    assert_eq!(rep["totals"]["rejected"], 13);
+
+    // Objects renamed as another writer's and split differently: still parity.
+    let (key, l) = fullest(&c.dest);
+    std::fs::remove_file(c.dest.join(&key)).unwrap();
+    let p = partition_of(&key);
+    std::fs::write(c.dest.join(format!("{p}.live-a.xz")), encode(&l[..2])).unwrap();
+    std::fs::write(c.dest.join(format!("{p}.live-b.xz")), encode(&l[2..])).unwrap();
+    let (out, rep) = run(&c, &["--deep", "--all-writers"]);
+    assert_parity(&out, &rep);
+
+    // A record held twice (once by each writer) is found.
+    std::fs::write(c.dest.join(format!("{p}.live-c.xz")), encode(&l[..1])).unwrap();
+    let (out, rep) = run(&c, &["--deep", "--all-writers"]);
+    assert_fault(
+        &out,
+        &rep,
+        "records_differ",
+        &format!("1 duplicated (more often than in the source) ({})", l[0].0),
+    );
+}

@@ -346,14 +346,17 @@ pub fn key_day(key: &[u8]) -> Option<String> {
         .then(|| String::from_utf8_lossy(d).into_owned())
 }
 
-/// Whether a group (or day) is in the deterministic sample of `fraction`.
-pub fn sampled(name: &str, fraction: f64) -> bool {
-    if fraction >= 1.0 {
-        return true;
-    }
+/// Where a group (or day) falls in [0, 1): it is in every sample of a larger
+/// fraction, so a smaller sample is part of a larger one.
+pub fn sample_point(name: &str) -> f64 {
     let h = crate::export::manifest::sha256(format!("sample\0{name}").as_bytes());
     let x = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
-    (x as f64 / u64::MAX as f64) < fraction
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a group (or day) is in the deterministic sample of `fraction`.
+pub fn sampled(name: &str, fraction: f64) -> bool {
+    fraction >= 1.0 || sample_point(name) < fraction
 }
 
 /// Runs a verification. `staging` is the export's `--staging-dir` when it had one
