@@ -501,7 +501,7 @@ fn verify_s3_destination_clean_then_a_deleted_and_a_changed_object() {
     changed[0].1 = changed[0].1.replacen("\"uptime\":12", "\"uptime\":77", 1);
     store.put(&key, &encode(&changed)).unwrap();
     let (out, rep) = verify(src, &dest, &deep);
-    assert_fault(&out, &rep, "sha256_mismatch", &key);
+    assert_fault(&out, &rep, "size_mismatch", &key);
     assert_fault(
         &out,
         &rep,
@@ -702,4 +702,102 @@ fn verify_all_writers_needs_no_bookkeeping_and_finds_a_fault() {
         "records_differ",
         &format!("1 duplicated (more often than in the source) ({})", l[0].0),
     );
+}
+
+/// The headless browser, installed on first use by `scripts/browser.sh`; a browser
+/// that cannot be had fails the test with the script's reason.
+fn browser() -> String {
+    let out = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/browser.sh"),
+    )
+    .output()
+    .expect("run scripts/browser.sh");
+    assert!(
+        out.status.success(),
+        "the --html test needs chromium-headless-shell: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The DOM Chromium builds from a local page, with every host name unresolvable and
+/// a dead proxy: the page gets no network, and needs none.
+fn rendered(page: &Path) -> String {
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(browser())
+        .args([
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--proxy-server=127.0.0.1:9",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run the browser");
+    assert!(
+        out.status.success(),
+        "browser failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn verify_html_page_renders_in_a_real_browser_and_marks_a_failing_day() {
+    let c = copy();
+    let page = c.dest.parent().unwrap().join("clean.html");
+    let (out, _) = run(&c, &["--deep", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for asset in [" src=", " href=", "url(", "@import", "<script"] {
+        assert!(
+            !html.contains(asset),
+            "the page must be self-contained: {asset}"
+        );
+    }
+    let dom = rendered(&page);
+    assert!(dom.contains("<table id=\"days\">"), "{dom}");
+    for day in DAYS {
+        assert!(
+            dom.contains(&format!("<tr class=\"day\" data-day=\"{day}\">")),
+            "{dom}"
+        );
+        assert!(
+            dom.contains(&format!("<g class=\"day\" data-day=\"{day}\">")),
+            "{dom}"
+        );
+    }
+    assert!(dom.contains("<svg id=\"chart\""), "{dom}");
+    assert_eq!(dom.matches("class=\"source\"").count(), 2, "{dom}");
+    assert_eq!(dom.matches("class=\"dest\"").count(), 2, "{dom}");
+    assert!(!dom.contains("day failing"), "{dom}");
+    assert!(dom.contains("PARITY: the destination holds every source record"));
+
+    // A record changed on the second day: that day, and only it, stands out.
+    let key = objects(&c.dest)
+        .into_keys()
+        .filter(|k| k.contains(&format!(".{}.v2.log.", DAYS[1])))
+        .max()
+        .unwrap();
+    rewrite(&c.dest, &key, |l| {
+        l[0].1 = l[0].1.replacen("\"uptime\":12", "\"uptime\":55", 1);
+    });
+    let page = c.dest.parent().unwrap().join("fault.html");
+    let (out, _) = run(&c, &["--deep", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let dom = rendered(&page);
+    let failing = |day: &str| {
+        (
+            dom.contains(&format!("<tr class=\"day failing\" data-day=\"{day}\">")),
+            dom.contains(&format!("<g class=\"day failing\" data-day=\"{day}\">")),
+        )
+    };
+    assert_eq!(failing(DAYS[0]), (false, false), "{dom}");
+    assert_eq!(failing(DAYS[1]), (true, true), "{dom}");
+    assert!(dom.contains("PARITY VIOLATED"), "{dom}");
+    assert!(dom.contains("records_differ"), "{dom}");
 }
