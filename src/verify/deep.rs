@@ -331,23 +331,28 @@ fn describe(d: &LineDiff) -> String {
     )
 }
 
-/// The fields of an error record that must match (the tool version may differ).
-fn error_identity(r: &ErrorRecord) -> (String, u64, String, String) {
-    (
-        r.file.clone(),
-        r.offset,
-        r.key_b64.clone(),
-        r.value_b64.clone(),
-    )
+/// What identifies a rejected record: where it was read and a 128-bit hash of its
+/// original bytes (the bytes themselves, base64 of whole payloads, would make a
+/// group's error records cost their size twice in memory).
+type ErrorId = (String, u64, u128);
+
+/// The identity of an error record (the tool version may differ; the reason is
+/// compared apart).
+fn error_identity(r: &ErrorRecord) -> ErrorId {
+    const A: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0xe77_0001);
+    const B: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0xe77_0002);
+    let bytes = (r.key_b64.as_str(), r.value_b64.as_str());
+    let h = ((A.hash_one(bytes) as u128) << 64) | B.hash_one(bytes) as u128;
+    (r.file.clone(), r.offset, h)
 }
 
-/// Lines of error-output objects (JSON lines).
-fn error_lines(
+/// Calls `f` with each record of error-output objects (JSON lines), streamed.
+fn each_error(
     dest: &dyn Store,
     keys: &[&str],
     failures: &mut Vec<(String, String)>,
-) -> Vec<ErrorRecord> {
-    let mut out = Vec::new();
+    f: &mut dyn FnMut(ErrorRecord),
+) {
     for key in keys {
         let r = match dest.open(key) {
             Ok(r) => r,
@@ -366,7 +371,7 @@ fn error_lines(
         for (i, line) in r.split(b'\n').enumerate() {
             match line {
                 Ok(l) => match serde_json::from_slice::<ErrorRecord>(&l) {
-                    Ok(rec) => out.push(rec),
+                    Ok(rec) => f(rec),
                     Err(e) => {
                         failures.push((key.to_string(), format!("line {}: {e}", i + 1)));
                         break;
@@ -379,7 +384,6 @@ fn error_lines(
             }
         }
     }
-    out
 }
 
 /// Compares the rejected records of the re-read with the group's error output.
@@ -392,7 +396,7 @@ fn compare_errors(
     what: &str,
     findings: &Findings,
 ) -> anyhow::Result<()> {
-    let mut src: BTreeMap<(String, u64, String, String), Vec<String>> = BTreeMap::new();
+    let mut src: BTreeMap<ErrorId, Vec<String>> = BTreeMap::new();
     let mut r = Pieces::reader(staged);
     let mut line = Vec::new();
     loop {
@@ -416,12 +420,12 @@ fn compare_errors(
             .push(rec.reason);
     }
     let mut failures = Vec::new();
-    let mut dst: BTreeMap<(String, u64, String, String), Vec<String>> = BTreeMap::new();
-    for rec in error_lines(dest, keys, &mut failures) {
+    let mut dst: BTreeMap<ErrorId, Vec<String>> = BTreeMap::new();
+    each_error(dest, keys, &mut failures, &mut |rec| {
         dst.entry(error_identity(&rec))
             .or_default()
-            .push(rec.reason);
-    }
+            .push(rec.reason)
+    });
     for (key, e) in failures {
         findings.fault(
             FaultKind::ObjectUnreadable,
