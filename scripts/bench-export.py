@@ -11,7 +11,10 @@ $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
   * `xz -1 -T1` compressing the export's own output (objects decompressed and
     concatenated): its CPU time, and the ratio xz CPU / export CPU (goal >= 0.90);
   * wall-time scaling jobs 1 -> 2 (goal: jobs 2 <= 1/1.8 of jobs 1);
-  * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB).
+  * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB);
+  * verify (default mode and --deep, --jobs 1) on the --jobs 1 output of the same
+    round: CPU and its ratio to that export's CPU (goals: default <= 5 %, --deep
+    <= 35 %); peak RSS of verify --deep --jobs 2 at 1x and 10x (goal <= 1.25x).
 Ratios, not absolute times, are comparable across runs: these machines are noisy.
 The three are run in interleaved rounds (--rounds, default 3) and each ratio is the
 median of its per-round values, so one slow spell of the host does not decide it.
@@ -117,6 +120,26 @@ def export(src, dest, jobs):
     return wall, cpu, rss, rep, sys_
 
 
+def verify(src, dest, jobs, work, deep):
+    """verify on an export's output; its temporary staging goes to the work dir (as
+    the export's outputs do). Returns (wall, cpu, rss, report)."""
+    report = dest + (".deep" if deep else ".default") + ".verify.json"
+    cmd = [BIN, "verify", src, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1", "--report", report]
+    if deep:
+        cmd.append("--deep")
+    env = dict(os.environ, TMPDIR=work)
+    fmt = "%e %U %S %M"
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", fmt] + cmd, check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        wall, user, sys_, rss = tf.read().split()[-4:]
+    with open(report) as f:
+        rep = json.load(f)
+    if not rep["parity"]:
+        sys.exit(f"verify found no parity on a fresh export: {report}")
+    return float(wall), float(user) + float(sys_), int(rss) * 1024, rep
+
+
 def objects(dest):
     out = []
     for d, dirs, files in os.walk(dest):
@@ -201,15 +224,24 @@ def main():
                 # A fresh folder each time: deleting the previous output just before
                 # would charge the export for ext4 skipping recently freed inodes.
                 rows[jobs] = export(src, os.path.join(work, f"out{jobs}-{r}"), jobs)
+            out1 = os.path.join(work, f"out1-{r}")
+            rows["verify"] = verify(src, out1, 1, work, False)
+            rows["deep"] = verify(src, out1, 1, work, True)
             if r == 0:
                 # xz alone on the export's own output (the same bytes every round).
                 with open(raw, "wb") as f:
                     for o in objects(os.path.join(work, "out1-0")):
                         sh(["xz", "-dc", o], stdout=f)
             xz_wall, xz_cpu, _, xz_sys = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
-            rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu, xz_sys))
+            rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu, xz_sys,
+                           rows["verify"][1] / rows[1][1], rows["deep"][1] / rows[1][1]))
         by_ratio = sorted(rounds, key=lambda t: t[0])
-        ratio, _, rows, xz_wall, xz_cpu, xz_sys = by_ratio[len(by_ratio) // 2]
+        ratio, _, rows, xz_wall, xz_cpu, xz_sys, _, _ = by_ratio[len(by_ratio) // 2]
+        median = lambda xs: sorted(xs)[len(xs) // 2]
+        verify_ratio = median([t[6] for t in rounds])
+        deep_ratio = median([t[7] for t in rounds])
+        # Peak RSS of --deep with 2 threads at 1x (here) and 10x (below).
+        _, _, deep_rss1, _ = verify(src, os.path.join(work, "out2-0"), 2, work, True)
         scalings = sorted(t[1] for t in rounds)
         scaling = scalings[len(scalings) // 2]
         records = rows[1][3]["records_in"]
@@ -219,6 +251,7 @@ def main():
         if not a.no_10x:
             big = dataset(a.files_per_day * 10, a.records_per_file, a.codec, a.days)
             _, _, rss10, rep10, _ = export(big, os.path.join(work, "out10x"), 2)
+            _, _, deep_rss10, _ = verify(big, os.path.join(work, "out10x"), 2, work, True)
             shutil.rmtree(os.path.join(work, "out10x"), ignore_errors=True)
             big_bytes = size_of(big)
 
@@ -234,10 +267,15 @@ def main():
             wall, cpu, rss, _, sys_ = rows[jobs]
             print(f"| export --jobs {jobs} | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
         print(f"| xz -1 -T1 on the export's output | {xz_wall:.2f} | {xz_cpu:.2f} | {xz_sys:.2f} | | | |")
+        for name, key in (("verify --jobs 1 (default mode)", "verify"), ("verify --deep --jobs 1", "deep")):
+            wall, cpu, rss, _ = rows[key]
+            print(f"| {name} | {wall:.2f} | {cpu:.2f} | | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
+        print(f"| verify --deep --jobs 2 | | | | | | {deep_rss1 / 2**20:.0f} |")
         for name, wall, cpu, rss, sys_, rep in stores:
             print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
         if rss10 is not None:
             print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | | {rss10 / 2**20:.0f} |")
+            print(f"| verify --deep --jobs 2, 10x input | | | | | | {deep_rss10 / 2**20:.0f} |")
         print()
         each = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
         print(f"xz CPU / export CPU (jobs 1): {ratio:.2f} median of {len(rounds)} rounds ({each(t[0] for t in rounds)})"
@@ -245,6 +283,10 @@ def main():
         print(f"wall jobs 2 / jobs 1: {scaling:.2f} median ({each(t[1] for t in rounds)})   (goal <= {1 / 1.8:.2f})")
         if rss10 is not None:
             print(f"peak RSS 10x / 1x (jobs 2): {rss10 / rows[2][2]:.2f}   (goal ~1.0, both < 512 MiB)")
+        print(f"verify CPU / export CPU (jobs 1): default {verify_ratio:.3f} ({each(t[6] for t in rounds)})   (goal <= 0.05)")
+        print(f"verify --deep CPU / export CPU (jobs 1): {deep_ratio:.3f} ({each(t[7] for t in rounds)})   (goal <= 0.35)")
+        if rss10 is not None:
+            print(f"verify --deep peak RSS 10x / 1x (jobs 2): {deep_rss10 / deep_rss1:.2f}   (goal <= 1.25)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

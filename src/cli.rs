@@ -3,7 +3,7 @@
 //! [`crate::commands`]; this file only parses, sets up logging and dispatches.
 //! Nothing in the library imports it.
 
-use crate::commands::{self, clean, errors, export, status};
+use crate::commands::{self, clean, errors, export, status, verify};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -80,6 +80,10 @@ pub enum Command {
     /// folders are never removed.
     #[command(after_help = AFTER_HELP)]
     Clean(clean::CleanArgs),
+    /// Prove that DEST holds what the export job read from SOURCE: bookkeeping,
+    /// objects (size, sha256) and source coverage; with --deep every record.
+    #[command(after_help = AFTER_HELP)]
+    Verify(Box<verify::VerifyArgs>),
 }
 
 /// A writer for log lines that never tears the progress bar.
@@ -158,5 +162,8 @@ fn run(cli: &Cli, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
         Some(Command::Errors(a)) => errors::run(a),
         Some(Command::Status(a)) => status::run(a),
         Some(Command::Clean(a)) => clean::run(a),
+        Some(Command::Verify(a)) => {
+            verify::run(commands::load_mappings(mappings)?, a, cli.quiet, bar)
+        }
     }
 }

@@ -16,3 +16,4 @@ pub mod mappings_dir;
 pub mod size;
 pub mod source;
 pub mod store;
+pub mod verify;

@@ -9,3 +9,4 @@ mod export;
 mod hdfs;
 mod resume;
 mod s3;
+mod verify;

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod export;
 pub mod options;
 pub mod status;
+pub mod verify;
 
 use crate::core::mappings::Mappings;
 use crate::mappings_dir::DirMappings;

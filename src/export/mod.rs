@@ -874,7 +874,7 @@ impl Run<'_> {
 /// day is named by the folder alone; any other (a window, or a later run adding
 /// days) by the folder and its selection, so that two runs exporting different
 /// days of a folder never write under the same names.
-fn slice_id(dir: &str, selection: &Selection) -> String {
+pub(crate) fn slice_id(dir: &str, selection: &Selection) -> String {
     if selection.covered.is_empty() && selection.window.is_open() {
         plan::group_id(dir)
     } else {
