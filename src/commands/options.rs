@@ -128,5 +128,6 @@ pub fn export_options(
         orphan_grace: out.orphan_grace,
         retry_unreadable: false,
         shard: None,
+        only_folder: None,
     })
 }

@@ -71,6 +71,9 @@ pub struct ExportOptions {
     /// `--shard I/N`: this run exports only the folders of share I of N (see
     /// [`plan::in_shard`]); N runs side by side give the one-run store.
     pub shard: Option<(u32, u32)>,
+    /// Export only this source folder (a queue worker's message), without walking
+    /// the source, surveying it, or sweeping the job.
+    pub only_folder: Option<String>,
 }
 
 impl Default for ExportOptions {
@@ -89,6 +92,7 @@ impl Default for ExportOptions {
             orphan_grace: 600,
             retry_unreadable: false,
             shard: None,
+            only_folder: None,
         }
     }
 }
@@ -447,13 +451,24 @@ impl History {
     /// Reads every group manifest of `job` in `dest`.
     pub fn load(dest: &dyn Store, job: &str) -> anyhow::Result<History> {
         let mut h = History::default();
-        h.refresh(dest, job)?;
+        h.refresh(dest, job, None)?;
         Ok(h)
     }
 
-    /// Reads the manifests committed since the last look (by other runs of the job).
-    pub fn refresh(&mut self, dest: &dyn Store, job: &str) -> anyhow::Result<()> {
-        for meta in dest.list(&manifest::manifests_prefix(job))? {
+    /// Reads the manifests committed since the last look (by other runs of the
+    /// job): all, or those of folder `only` (group ids start with the folder's id).
+    pub fn refresh(
+        &mut self,
+        dest: &dyn Store,
+        job: &str,
+        only: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let prefix = format!(
+            "{}{}",
+            manifest::manifests_prefix(job),
+            only.map(plan::group_id).unwrap_or_default()
+        );
+        for meta in dest.list(&prefix)? {
             if self.seen.contains(&hash64(&meta.key)) || !meta.key.ends_with(".json") {
                 continue;
             }
@@ -878,8 +893,13 @@ pub(crate) fn slice_id(dir: &str, selection: &Selection) -> String {
     if selection.covered.is_empty() && selection.window.is_open() {
         plan::group_id(dir)
     } else {
+        // Prefixed by the folder's id, so a folder's manifests list together.
         let sel = serde_json::to_string(selection).expect("selection serialises");
-        manifest::short_hash(&format!("group\0{dir}\0{sel}"), 8)
+        format!(
+            "{}-{}",
+            plan::group_id(dir),
+            manifest::short_hash(&format!("group\0{dir}\0{sel}"), 8)
+        )
     }
 }
 
@@ -1048,7 +1068,13 @@ fn run_job(
     leases.release_all();
     let complete = outcome.as_ref().is_ok_and(|c| *c);
     report.complete = complete;
-    if complete {
+    if complete && opts.only_folder.is_some() {
+        report.sweep =
+            "not run for one folder (the queue's workers sweep when the queue is empty)".into();
+        if let Err(e) = leases.withdraw() {
+            tracing::warn!(error = %e, "could not withdraw this run's lease; it expires by itself");
+        }
+    } else if complete {
         report.sweep = match sweep(dest, staging, opts, job, leases, report) {
             Ok(s) => s,
             Err(e) => {
@@ -1079,6 +1105,35 @@ fn walk_job(
     job: &str,
     leases: &Leases<'_>,
 ) -> anyhow::Result<bool> {
+    if let Some(dir) = &opts.only_folder {
+        let mut history = History::default();
+        history.refresh(dest, job, Some(dir))?;
+        let mut items = source
+            .list_folder(dir)
+            .with_context(|| format!("listing folder {dir} of {}", source.describe()))?;
+        return run_folders(
+            mappings,
+            source,
+            dest,
+            staging,
+            opts,
+            progress,
+            stop,
+            report,
+            interrupted,
+            job,
+            leases,
+            history,
+            &mut |visit| {
+                for item in std::mem::take(&mut items) {
+                    if !visit(item) {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
     let history = History::load(dest, job)?;
     let survey = survey(source, opts)?;
     progress.set_length(survey.share_bytes);
@@ -1104,6 +1159,43 @@ fn walk_job(
         ),
         &serde_json::to_vec_pretty(&record)?,
     )?;
+    run_folders(
+        mappings,
+        source,
+        dest,
+        staging,
+        opts,
+        progress,
+        stop,
+        report,
+        interrupted,
+        job,
+        leases,
+        history,
+        &mut |visit| source.walk(visit),
+    )
+}
+
+/// Offers a run its folders: the whole source's walk, or one folder's listing.
+type Walker<'w> = dyn FnMut(&mut dyn FnMut(WalkItem) -> bool) -> std::io::Result<()> + 'w;
+
+/// The folders `walk` offers, run as [`walk_job`] says.
+#[allow(clippy::too_many_arguments)]
+fn run_folders(
+    mappings: &Mappings,
+    source: &dyn Source,
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    progress: &indicatif::ProgressBar,
+    stop: &AtomicBool,
+    report: &mut Report,
+    interrupted: &mut bool,
+    job: &str,
+    leases: &Leases<'_>,
+    history: History,
+    walk: &mut Walker<'_>,
+) -> anyhow::Result<bool> {
     let run = Run {
         mappings,
         source,
@@ -1221,7 +1313,11 @@ fn walk_job(
                 }
             }
             // Another run may have committed the folder since this run looked.
-            let refreshed = run_ref.history.lock().unwrap().refresh(dest, &run_ref.job);
+            let refreshed = run_ref.history.lock().unwrap().refresh(
+                dest,
+                &run_ref.job,
+                opts.only_folder.as_deref(),
+            );
             if let Err(e) = refreshed {
                 let _ = run_ref.leases.release(&lease_name);
                 run_ref.fail(e);
@@ -1275,7 +1371,7 @@ fn walk_job(
         // Folders with an entry that could not be listed: not exported (a folder
         // committed without one of its files would be a gap no rerun fills).
         let mut unlisted: HashSet<String> = HashSet::new();
-        let walked = source.walk(&mut |item| {
+        let walked = walk(&mut |item| {
             let (dir, files) = match item {
                 WalkItem::Folder { dir, files } => (dir, files),
                 WalkItem::Unreadable { path, error } => {

@@ -12,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 pub fn run(src: &dyn Source, expected: &[(&str, &[u8])], hidden: &[&str]) {
     let mut folders = Vec::new();
     let mut listed = Vec::new();
+    let mut whole = Vec::new();
     src.walk(&mut |item| {
         match item {
             WalkItem::Folder { dir, files } => {
@@ -30,6 +31,10 @@ pub fn run(src: &dyn Source, expected: &[(&str, &[u8])], hidden: &[&str]) {
                     );
                     listed.push((f.path.clone(), f.size));
                 }
+                whole.push(WalkItem::Folder {
+                    dir: dir.clone(),
+                    files: files.clone(),
+                });
                 folders.push(dir);
             }
             WalkItem::Unreadable { path, error } => panic!("{path} unreadable: {error}"),
@@ -45,6 +50,17 @@ pub fn run(src: &dyn Source, expected: &[(&str, &[u8])], hidden: &[&str]) {
     }
     for h in hidden {
         assert!(!listed.iter().any(|(p, _)| p == h), "hidden {h} was listed");
+    }
+    // One folder alone lists what the walk gave for it, and nothing of its
+    // sub-folders.
+    for item in whole {
+        let WalkItem::Folder { dir, .. } = &item else {
+            continue;
+        };
+        if dir.is_empty() {
+            continue;
+        }
+        assert_eq!(src.list_folder(dir).unwrap(), vec![item.clone()], "{dir}");
     }
     for (path, bytes) in expected {
         let size = listed

@@ -638,6 +638,28 @@ impl HdfsSource {
 }
 
 impl Source for HdfsSource {
+    fn list_folder(&self, dir: &str) -> io::Result<Vec<WalkItem>> {
+        let abs = if dir.is_empty() {
+            self.shared.url.path.clone()
+        } else {
+            self.abs_path(dir)?
+        };
+        if self.single_file {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad folder {dir:?} for {}", self.describe()),
+            ));
+        }
+        self.io.block_on(async {})?;
+        let mut items = Vec::new();
+        self.walk_dir(&abs, dir, &mut |i| {
+            let done = matches!(&i, WalkItem::Folder { dir: d, .. } if d == dir);
+            items.push(i);
+            !done
+        });
+        Ok(super::items_of_folder(dir, items))
+    }
+
     fn describe(&self) -> String {
         self.shared.url.show(&self.shared.url.path)
     }

@@ -101,6 +101,22 @@ fn join(rel: &str, name: &str) -> String {
 }
 
 impl Source for LocalSource {
+    fn list_folder(&self, dir: &str) -> io::Result<Vec<WalkItem>> {
+        if self.single_file || dir.split('/').any(|s| s == "..") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad folder {dir:?} for {}", self.describe()),
+            ));
+        }
+        let mut items = Vec::new();
+        self.walk_dir(&self.root.join(dir), dir, &mut |i| {
+            let done = matches!(&i, WalkItem::Folder { dir: d, .. } if d == dir);
+            items.push(i);
+            !done
+        });
+        Ok(super::items_of_folder(dir, items))
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }

@@ -137,6 +137,23 @@ pub trait Source: Send + Sync {
     fn walk(&self, visit: &mut dyn FnMut(WalkItem) -> bool) -> io::Result<()>;
     /// Opens a file of the listing.
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek>>;
+    /// What [`Source::walk`] gives for folder `dir` (relative) itself: its files, and
+    /// entries of it that could not be listed; nothing of its sub-folders. For a
+    /// worker given one folder to do, without walking the whole source.
+    fn list_folder(&self, dir: &str) -> io::Result<Vec<WalkItem>>;
+}
+
+/// Keeps, of what a walk from folder `dir` gave, the items of `dir` itself.
+pub fn items_of_folder(dir: &str, items: Vec<WalkItem>) -> Vec<WalkItem> {
+    items
+        .into_iter()
+        .filter(|i| match i {
+            WalkItem::Folder { dir: d, .. } => d == dir,
+            WalkItem::Unreadable { path, .. } => {
+                path == dir || path.rsplit_once('/').map_or("", |(p, _)| p) == dir
+            }
+        })
+        .collect()
 }
 
 /// Whether a listing skips this name (SPEC §6).
