@@ -1517,6 +1517,21 @@ fn sweep(
     result
 }
 
+/// The sweep of a job on its own (a queue worker once the queue is empty): under
+/// the job's sweep lease, only when no run of the job is alive.
+pub fn sweep_job(
+    dest: &dyn Store,
+    staging: &dyn Store,
+    opts: &ExportOptions,
+    job: &str,
+) -> anyhow::Result<String> {
+    let leases = Leases::new(dest, job, RunId::this_process(), opts.lease_ttl, "sweep".into());
+    let mut report = Report::default();
+    let r = sweep(dest, staging, opts, job, &leases, &mut report);
+    leases.release_all();
+    r
+}
+
 /// Removes what dead runs published and never committed, as their intents list it:
 /// for one folder (whose lease the caller holds) or, with `folder` `None`, for the
 /// whole job (from the sweep, when no other run is alive). The intent of group
