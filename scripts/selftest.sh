@@ -17,6 +17,7 @@ mkdir -p "$work"
 
 cleanup() {
     "$here/s3.sh" stop >/dev/null 2>&1 || true
+    "$here/sqs.sh" stop >/dev/null 2>&1 || true
     "$here/hdfs.sh" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -94,14 +95,28 @@ set +e; "$here/s3.sh" status; st=$?; set -e
 [ "$st" = 3 ] || fail "s3.sh status after stop should exit 3, got $st"
 ok "s3 stopped in ${t_s3_stop} ms; a second stop is harmless; status says 3"
 
+# 3b. SQS (moto)
+timed t_sqs_start "$here/sqs.sh" start >"$work/sqs.env" || fail "sqs.sh start"
+grep -qx "export BACKFILL_TEST_SQS_ENDPOINT=http://127.0.0.1:[0-9]*" "$work/sqs.env" \
+    || fail "sqs.sh start printed something other than the BACKFILL_TEST_SQS_ENDPOINT line"
+"$here/sqs.sh" env | cmp -s - "$work/sqs.env" || fail "sqs.sh env differs from what start printed"
+"$here/sqs.sh" status || fail "sqs.sh status while running"
+moto_rss="$(rss_kb "$(cat "$BACKFILL_STATE/sqs/moto.pid")")"
+ok "sqs up in ${t_sqs_start} ms; RSS moto ${moto_rss} KiB"
+timed t_sqs_stop "$here/sqs.sh" stop || fail "sqs.sh stop"
+"$here/sqs.sh" stop || fail "second sqs.sh stop"
+set +e; "$here/sqs.sh" status; st=$?; set -e
+[ "$st" = 3 ] || fail "sqs.sh status after stop should exit 3, got $st"
+ok "sqs stopped in ${t_sqs_stop} ms; a second stop is harmless; status says 3"
+
 # 4. test-servers.sh
-timed t_ts "$here/test-servers.sh" -- bash -c '[ -n "$BACKFILL_TEST_HDFS" ] && [ -n "$BACKFILL_TEST_S3_ENDPOINT" ] && [ -n "$HADOOP_CONF_DIR" ] && [ "$AWS_REGION" = us-east-1 ]' \
+timed t_ts "$here/test-servers.sh" -- bash -c '[ -n "$BACKFILL_TEST_HDFS" ] && [ -n "$BACKFILL_TEST_S3_ENDPOINT" ] && [ -n "$HADOOP_CONF_DIR" ] && [ "$AWS_REGION" = us-east-1 ] && [ -n "$BACKFILL_TEST_SQS_ENDPOINT" ]' \
     || fail "test-servers.sh with a passing command"
 set +e; "$here/test-servers.sh" --s3 -- bash -c 'exit 7' 2>/dev/null; st=$?; set -e
 [ "$st" = 7 ] || fail "test-servers.sh should exit with the command's status 7, got $st"
 left="$(pids_with "$BACKFILL_STATE/run-" | grep -vx "$$" || true)"
 [ -z "$left" ] || fail "test-servers.sh left processes running: $left"
-ok "test-servers.sh: start both + run + stop in ${t_ts} ms; passes a failing status (7) through; nothing left running"
+ok "test-servers.sh: start all three + run + stop in ${t_ts} ms; passes a failing status (7) through; nothing left running"
 
 # 5. Fixtures regenerate (records deterministic)
 "$here/make-hadoop-fixtures.sh" "$work/fixtures" 2>"$work/fix.err" || { cat "$work/fix.err" >&2; fail "make-hadoop-fixtures.sh"; }
@@ -109,5 +124,5 @@ cmp -s "$work/fixtures/records.tsv" "$fixtures/records.tsv" || fail "records.tsv
 ok "make-hadoop-fixtures.sh regenerated 9 SequenceFiles, each verified; records.tsv identical to the committed one"
 
 rm -rf "$BACKFILL_STATE"
-echo "selftest: cache ${t_cache} ms; hdfs start ${t_hdfs_start} ms, stop ${t_hdfs_stop} ms, RSS nn ${nn_rss} KiB dn ${dn_rss} KiB; s3 start ${t_s3_start} ms, stop ${t_s3_stop} ms, RSS ${weed_rss} KiB; test-servers round ${t_ts} ms"
+echo "selftest: cache ${t_cache} ms; hdfs start ${t_hdfs_start} ms, stop ${t_hdfs_stop} ms, RSS nn ${nn_rss} KiB dn ${dn_rss} KiB; s3 start ${t_s3_start} ms, stop ${t_s3_stop} ms, RSS ${weed_rss} KiB; sqs start ${t_sqs_start} ms, stop ${t_sqs_stop} ms, RSS ${moto_rss} KiB; test-servers round ${t_ts} ms"
 echo "selftest: $pass passed, 0 failed"

@@ -13,6 +13,7 @@ pub mod export;
 pub mod failpoint;
 pub mod gen;
 pub mod mappings_dir;
+pub mod queue;
 pub mod size;
 pub mod source;
 pub mod store;

