@@ -3,10 +3,11 @@
 //! [`crate::commands`]; this file only parses, sets up logging and dispatches.
 //! Nothing in the library imports it.
 
-use crate::commands::{self, clean, errors, export, status, verify};
+use crate::commands::{self, clean, errors, export, queue, status, verify};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::commands::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
@@ -84,6 +85,17 @@ pub enum Command {
     /// objects (size, sha256) and source coverage; with --deep every record.
     #[command(after_help = AFTER_HELP)]
     Verify(Box<verify::VerifyArgs>),
+    /// Share an export out through a queue: record the job and send one message
+    /// per folder still to do to the SQS queue --queue, for `backfill work` to claim.
+    /// Planning twice sends nothing twice; planning a finished job sends nothing.
+    #[command(after_help = AFTER_HELP)]
+    Plan(Box<queue::PlanArgs>),
+    /// Claim folders from the queue `backfill plan` filled and export them, as many
+    /// workers as wanted on any machines. A dead worker's folder reappears after
+    /// --visibility-timeout and is finished by another; exits 0 once the queue is
+    /// empty (or after --idle-exit seconds with nothing to claim).
+    #[command(after_help = AFTER_HELP)]
+    Work(queue::WorkArgs),
 }
 
 /// A writer for log lines that never tears the progress bar.
@@ -162,6 +174,15 @@ fn run(cli: &Cli, bar: &indicatif::ProgressBar) -> anyhow::Result<i32> {
         Some(Command::Errors(a)) => errors::run(a),
         Some(Command::Status(a)) => status::run(a),
         Some(Command::Clean(a)) => clean::run(a),
+        Some(Command::Plan(a)) => {
+            let q = crate::queue::SqsQueue::from_url(&a.queue)?;
+            queue::run_plan(commands::load_mappings(mappings)?, mappings, a, &q)
+        }
+        Some(Command::Work(a)) => {
+            let q: Arc<dyn crate::queue::Queue> =
+                Arc::new(crate::queue::SqsQueue::from_url(&a.queue)?);
+            queue::run_work(a, q, cli.quiet, bar)
+        }
         Some(Command::Verify(a)) => {
             verify::run(commands::load_mappings(mappings)?, a, cli.quiet, bar)
         }

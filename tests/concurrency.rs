@@ -5,6 +5,7 @@
 //! point until the test lets it go, never with timing alone.
 
 use crate::common::*;
+use backfill::queue::Queue;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -72,8 +73,13 @@ struct Running {
 
 impl Running {
     fn start(args: &[String], failpoints: &str) -> Running {
+        Running::start_env(args, failpoints, &[])
+    }
+
+    fn start_env(args: &[String], failpoints: &str, env: &[(&str, String)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_backfill"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("BACKFILL_FAILPOINTS", failpoints)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -757,4 +763,122 @@ fn shards_side_by_side_give_the_one_run_store() {
         "2/2",
     ]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// The environment a worker needs for the test SQS (moto takes any credentials).
+fn sqs_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_SQS", crate::sqs::endpoint()),
+        ("AWS_ACCESS_KEY_ID", "backfilltest".into()),
+        ("AWS_SECRET_ACCESS_KEY", "backfill-test-secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+fn plan_args(s: &Setup, dest: &Path, url: &str) -> Vec<String> {
+    let mut a = args(&s.src, dest, &s.root.join("plan.json"), &[]);
+    a[0] = "plan".into();
+    a.extend(["--queue".to_string(), url.to_string()]);
+    a
+}
+
+fn work_args(url: &str) -> Vec<String> {
+    [
+        "work",
+        "--queue",
+        url,
+        "--visibility-timeout",
+        "5",
+        "--jobs",
+        "1",
+        "--idle-exit",
+        "90",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn queue_workers_killed_and_restarted_give_the_one_run_store() {
+    let s = setup(&DAYS, 2);
+    let reference = s.root.join("reference");
+    run(
+        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
+        "",
+        0,
+    );
+    let q = crate::sqs::new_queue("work");
+    let url = q.url().to_string();
+    let env = sqs_env();
+    let dest = s.root.join("dest");
+    let (code, _, err) = Running::start_env(&plan_args(&s, &dest, &url), "", &env).finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("sent 6 folders"), "{err}");
+    // Planning again sends nothing twice.
+    let (code, _, err) = Running::start_env(&plan_args(&s, &dest, &url), "", &env).finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("sent 0 folders") && err.contains("6 were sent before"),
+        "{err}"
+    );
+
+    // Three workers: one dies after a unit's checkpoint, one between a folder's
+    // objects and its manifest; both are restarted.
+    let w = work_args(&url);
+    let dies_mid_unit = Running::start_env(&w, "unit-staged@2=kill", &env);
+    let dies_in_assembly = Running::start_env(&w, "objects-published=kill", &env);
+    let steady = Running::start_env(&w, "", &env);
+    for (r, point) in [
+        (dies_mid_unit, "unit-staged"),
+        (dies_in_assembly, "objects-published"),
+    ] {
+        let (_, sig, err) = r.finish();
+        assert_eq!(sig, Some(9), "{err}");
+        assert!(err.contains(&format!("failpoint {point} hit")), "{err}");
+    }
+    let again: Vec<Running> = (0..2).map(|_| Running::start_env(&w, "", &env)).collect();
+    for (i, r) in std::iter::once(steady).chain(again).enumerate() {
+        let (code, _, err) = r.finish();
+        assert_eq!(code, Some(0), "worker {i}: {err}");
+    }
+    assert!(manifests_hold(&dest) > 0);
+    assert_eq!(store(&dest), store(&reference));
+    let (visible, in_flight) = q.approximate_counts().unwrap();
+    assert_eq!((visible, in_flight), (0, 0));
+    // And verify agrees.
+    let mut v = args(&s.src, &dest, &s.root.join("verify.json"), &[]);
+    v[0] = "verify".into();
+    let out = backfill(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn a_message_delivered_twice_does_no_harm() {
+    let s = setup(&DAYS[..3], 2);
+    let reference = s.root.join("reference");
+    run(
+        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
+        "",
+        0,
+    );
+    let q = crate::sqs::new_queue("twice");
+    let url = q.url().to_string();
+    let env = sqs_env();
+    let dest = s.root.join("dest");
+    let (code, _, err) = Running::start_env(&plan_args(&s, &dest, &url), "", &env).finish();
+    assert_eq!(code, Some(0), "{err}");
+    // Every message sent a second time, as SQS may deliver one twice.
+    let mut bodies = Vec::new();
+    while let Some(m) = q.receive(1, 1, 2).unwrap().pop() {
+        bodies.push(m.body.clone());
+    }
+    assert_eq!(bodies.len(), 3);
+    q.send_batch(&bodies).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, err) = Running::start_env(&work_args(&url), "", &env).finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("6 folders committed"), "{err}");
+    assert!(manifests_hold(&dest) > 0);
+    assert_eq!(store(&dest), store(&reference));
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     std::env::var("BACKFILL_TEST_SQS_ENDPOINT").unwrap_or_else(|_| {
         panic!(
             "BACKFILL_TEST_SQS_ENDPOINT is not set: the SQS tests need the moto test server. \
@@ -42,7 +42,7 @@ fn config() -> aws_config::SdkConfig {
 }
 
 /// A new, empty queue of its own for one test.
-fn new_queue(test: &str) -> Arc<SqsQueue> {
+pub(crate) fn new_queue(test: &str) -> Arc<SqsQueue> {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "backfill-{test}-{}-{}",

@@ -10,6 +10,7 @@ pub mod clean;
 pub mod errors;
 pub mod export;
 pub mod options;
+pub mod queue;
 pub mod status;
 pub mod verify;
 

@@ -100,7 +100,8 @@ fn queue_marker(job: &str, folder: &str) -> String {
 }
 
 /// The export's arguments as given to `plan`, for the workers: the command line
-/// after `plan`, without the queue's own options and the local-only ones.
+/// after `plan`, without the queue's own options, the local-only ones (report,
+/// logging) and `--jobs` (each worker has its own).
 fn export_args_from_command_line() -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args().skip(1).peekable();
@@ -116,8 +117,12 @@ fn export_args_from_command_line() -> Vec<String> {
             Some((n, _)) if n.starts_with("--") => (n.to_string(), true),
             _ => (a.clone(), false),
         };
+        if name.starts_with("-j") && name.len() > 2 && !name.starts_with("--") {
+            continue; // -jN: each worker picks its own threads
+        }
         match name.as_str() {
-            "--queue" | "--report" | "--filter" | "--log-format" | "--mappings" => {
+            "--queue" | "--report" | "--filter" | "--log-format" | "--mappings" | "--jobs"
+            | "-j" => {
                 if !inline {
                     args.next();
                 }
@@ -148,7 +153,8 @@ pub fn run_plan(
     };
     let filter = match &e.select.filter {
         Some(p) => Some(
-            std::fs::read_to_string(p).with_context(|| format!("reading filter {}", p.display()))?,
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading filter {}", p.display()))?,
         ),
         None => None,
     };
@@ -257,7 +263,7 @@ pub fn run_plan(
 /// Runs `work`; returns the exit code.
 pub fn run_work(
     a: &WorkArgs,
-    queue: &dyn Queue,
+    queue: Arc<dyn Queue>,
     quiet: bool,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<i32> {
@@ -284,39 +290,46 @@ pub fn run_work(
                 tracing::info!(queue = %queue.describe(), done, failed, "the queue is empty");
                 break;
             }
-            if a.idle_exit.is_some_and(|s| idle_since.elapsed() >= Duration::from_secs(s)) {
+            if a.idle_exit
+                .is_some_and(|s| idle_since.elapsed() >= Duration::from_secs(s))
+            {
                 tracing::info!(queue = %queue.describe(), visible, in_flight, "nothing to claim for --idle-exit seconds; leaving");
                 return Ok(if failed > 0 { EXIT_FAILURE } else { EXIT_OK });
             }
             continue;
         };
-        let keeper = VisibilityKeeper::start(queue, &m, a.visibility_timeout);
+        let keeper = VisibilityKeeper::start(Arc::clone(&queue), m.clone(), a.visibility_timeout)?;
         let result = do_message(&m, a, quiet, bar, &stop);
         drop(keeper);
         match result {
             Ok((work, true)) => {
                 queue.delete(&m)?;
                 done += 1;
+                idle_since = Instant::now();
                 seen.insert(work.job.clone(), work);
             }
             Ok((work, false)) => {
                 failed += 1;
+                idle_since = Instant::now();
                 tracing::error!(folder = %work.folder, receive_count = m.receive_count, "folder not committed; its message reappears for another try");
                 seen.insert(work.job.clone(), work);
             }
             Err(e) => {
                 failed += 1;
+                // Not reset for a message that cannot work at all: --idle-exit
+                // still ends a worker that only sees such messages.
                 tracing::error!(error = %format!("{e:#}"), message = %m.id, "cannot do this message; it reappears (give the queue a dead-letter queue for messages that never work)");
             }
         }
-        idle_since = Instant::now();
     }
     // The queue is empty: whatever dead workers left (staging, uploads, intents)
     // goes, under each job's sweep lease and only when no other run is alive.
     for w in seen.values() {
         match sweep_job(w) {
             Ok(s) => tracing::info!(job = %w.job, sweep = %s, "job swept"),
-            Err(e) => tracing::warn!(job = %w.job, error = %format!("{e:#}"), "sweep failed; the next worker or export retries it"),
+            Err(e) => {
+                tracing::warn!(job = %w.job, error = %format!("{e:#}"), "sweep failed; the next worker or export retries it")
+            }
         }
     }
     if !quiet {
@@ -349,7 +362,11 @@ fn parse_work(
     let work: Work = serde_json::from_str(&m.body)
         .with_context(|| format!("message {}: not a backfill work message", m.id))?;
     if work.format != FORMAT {
-        bail!("message {}: format {:?}, this worker reads {FORMAT}", m.id, work.format);
+        bail!(
+            "message {}: format {:?}, this worker reads {FORMAT}",
+            m.id,
+            work.format
+        );
     }
     let mut argv = vec!["backfill".to_string(), "export".to_string()];
     argv.extend(work.args.iter().cloned());
@@ -468,10 +485,8 @@ mod tempfile_path {
         pub fn write(content: &str) -> std::io::Result<Temp> {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!(
-                "backfill-filter-{}-{n}.json",
-                std::process::id()
-            ));
+            let p = std::env::temp_dir()
+                .join(format!("backfill-filter-{}-{n}.json", std::process::id()));
             std::fs::write(&p, content)?;
             Ok(Temp(p))
         }

@@ -511,7 +511,7 @@ impl History {
     }
 
     /// Windows already exported from `dir`.
-    fn covered(&self, dir: &str) -> Vec<DayWindow> {
+    pub fn covered(&self, dir: &str) -> Vec<DayWindow> {
         self.by_dir
             .get(dir)
             .map(|v| v.iter().map(|s| s.selection.window).collect())
@@ -1525,7 +1525,13 @@ pub fn sweep_job(
     opts: &ExportOptions,
     job: &str,
 ) -> anyhow::Result<String> {
-    let leases = Leases::new(dest, job, RunId::this_process(), opts.lease_ttl, "sweep".into());
+    let leases = Leases::new(
+        dest,
+        job,
+        RunId::this_process(),
+        opts.lease_ttl,
+        "sweep".into(),
+    );
     let mut report = Report::default();
     let r = sweep(dest, staging, opts, job, &leases, &mut report);
     leases.release_all();
