@@ -56,9 +56,17 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<i32> {
                 j.folders_in_flight.len() - SHOWN
             );
         }
+        let in_flight = j.folders_in_flight.len() as u64;
         println!(
-            "  folders: {} done of {} planned; units staged (not yet assembled): {} of {} planned",
-            j.groups_done, j.groups_planned, j.units_staged, j.units_planned
+            "  folders: {} done, {} in flight, {} pending of {} planned; units staged (not yet assembled): {} of {} planned",
+            j.groups_done,
+            in_flight,
+            j.groups_planned
+                .saturating_sub(j.groups_done)
+                .saturating_sub(in_flight),
+            j.groups_planned,
+            j.units_staged,
+            j.units_planned
         );
         println!(
             "  records: {} in, {} written, {} rejected; {} of {} source bytes; {} objects; {} bytes staged",
