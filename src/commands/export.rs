@@ -128,6 +128,36 @@ fn check_not_nested(source: &str, dest: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The destination of an export, writing metadata naming the tool, the mappings and
+/// the job on its objects, and the local staging folder when `--staging-dir` gives
+/// one. Without it the staging is the destination itself, the same store object:
+/// --max-requests and --max-write-rate are one budget for both.
+pub(crate) fn open_destination(
+    a: &ExportArgs,
+    mappings: &Mappings,
+    job: &str,
+) -> anyhow::Result<(Box<dyn Store>, Option<LocalStore>)> {
+    let metadata = BTreeMap::from([
+        (
+            "backfill-version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "mappings-version".to_string(),
+            mappings.version().to_string(),
+        ),
+        ("job".to_string(), job.to_string()),
+    ]);
+    let dest = open_store(&a.dest, &a.s3, metadata)?;
+    let local_staging = match &a.output.staging_dir {
+        Some(d) => {
+            Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
+        }
+        None => None,
+    };
+    Ok((dest, local_staging))
+}
+
 /// Runs `export`; returns the exit code.
 pub fn run(
     mappings: Arc<Mappings>,
@@ -149,26 +179,8 @@ pub fn run(
             a.report.as_deref(),
         );
     }
-    let metadata = BTreeMap::from([
-        (
-            "backfill-version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        (
-            "mappings-version".to_string(),
-            mappings.version().to_string(),
-        ),
-        ("job".to_string(), export::job_spec(&opts, &mappings).id()),
-    ]);
-    let dest = open_store(&a.dest, &a.s3, metadata)?;
-    // Without --staging-dir the staging is the destination itself, the same store
-    // object: --max-requests and --max-write-rate are one budget for both.
-    let local_staging = match &a.output.staging_dir {
-        Some(d) => {
-            Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
-        }
-        None => None,
-    };
+    let job = export::job_spec(&opts, &mappings).id();
+    let (dest, local_staging) = open_destination(a, &mappings, &job)?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),

@@ -15,7 +15,7 @@
 //! finishes the folder. Planning twice sends nothing twice: each folder's message is
 //! recorded in the destination (`_backfill/queue/<job>/`) when sent.
 
-use super::export::ExportArgs;
+use super::export::{open_destination, ExportArgs};
 use super::options::export_options;
 use super::{open_source, open_store, EXIT_FAILURE, EXIT_OK, EXIT_SIGNAL};
 use crate::core::mappings::Mappings;
@@ -241,16 +241,7 @@ pub fn run_plan(
         queue.send_batch(&batch)?;
     }
     if !e.dry_run {
-        dest.put(
-            &format!(
-                "{}{}-{}-{}.json",
-                manifest::runs_prefix(&job),
-                record.started_at,
-                record.host,
-                record.pid
-            ),
-            &serde_json::to_vec_pretty(&record)?,
-        )?;
+        record.write(dest.as_ref())?;
     }
     let verb = if e.dry_run { "would send" } else { "sent" };
     eprintln!(
@@ -413,11 +404,7 @@ fn do_message(
         );
     }
     let source = open_source(&e.source, &e.hdfs)?;
-    let dest = open_store(&e.dest, &e.s3, export_metadata(&mappings, &work.job))?;
-    let local_staging = match &e.output.staging_dir {
-        Some(d) => Some(crate::store::local::LocalStore::new(d)?),
-        None => None,
-    };
+    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),
@@ -439,20 +426,6 @@ fn do_message(
     Ok((work, out.report.complete && out.report.error.is_none()))
 }
 
-fn export_metadata(mappings: &Mappings, job: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "backfill-version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        (
-            "mappings-version".to_string(),
-            mappings.version().to_string(),
-        ),
-        ("job".to_string(), job.to_string()),
-    ])
-}
-
 /// The end-of-job sweep of the job a message described.
 fn sweep_job(w: &Work) -> anyhow::Result<String> {
     let m = Message {
@@ -463,11 +436,7 @@ fn sweep_job(w: &Work) -> anyhow::Result<String> {
     };
     let (work, mappings, e, _filter) = parse_work(&m, None)?;
     let opts = export_options(&e.select, &e.output, &mappings)?;
-    let dest = open_store(&e.dest, &e.s3, export_metadata(&mappings, &work.job))?;
-    let local_staging = match &e.output.staging_dir {
-        Some(d) => Some(crate::store::local::LocalStore::new(d)?),
-        None => None,
-    };
+    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),

@@ -301,14 +301,7 @@ impl<'a> Leases<'a> {
                 None => (0, None),
                 Some((key, h)) => {
                     if h.run == self.me.run {
-                        self.held.lock().unwrap().insert(
-                            name.to_string(),
-                            Held {
-                                key,
-                                what: what.to_string(),
-                                lost: false,
-                            },
-                        );
+                        self.hold(name, key, what);
                         return Ok(Taken::Held);
                     }
                     if h.live_at(now_secs()) {
@@ -329,14 +322,7 @@ impl<'a> Leases<'a> {
                         }
                     }
                 }
-                self.held.lock().unwrap().insert(
-                    name.to_string(),
-                    Held {
-                        key,
-                        what: what.to_string(),
-                        lost: false,
-                    },
-                );
+                self.hold(name, key, what);
                 crate::failpoint::hit("lease-taken");
                 return Ok(Taken::Held);
             }
@@ -346,6 +332,17 @@ impl<'a> Leases<'a> {
             "could not take lease {name} of job {} after 20 attempts (other runs keep taking it)",
             self.job
         )))
+    }
+
+    fn hold(&self, name: &str, key: String, what: &str) {
+        self.held.lock().unwrap().insert(
+            name.to_string(),
+            Held {
+                key,
+                what: what.to_string(),
+                lost: false,
+            },
+        );
     }
 
     /// Releases lease `name` if this run holds it.

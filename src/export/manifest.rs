@@ -334,6 +334,23 @@ pub struct RunRecord {
     pub shard: Option<String>,
 }
 
+impl RunRecord {
+    /// Writes the record under the job's runs (one object per run).
+    pub fn write(&self, dest: &dyn crate::store::Store) -> std::io::Result<()> {
+        let key = format!(
+            "{}{}-{}-{}.json",
+            runs_prefix(&self.job),
+            self.started_at,
+            self.host,
+            self.pid
+        );
+        dest.put(
+            &key,
+            &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )
+    }
+}
+
 /// Key prefix of a job's run records.
 pub fn runs_prefix(job: &str) -> String {
     format!("{BOOKKEEPING}/runs/{job}/")

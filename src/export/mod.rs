@@ -903,6 +903,18 @@ pub(crate) fn slice_id(dir: &str, selection: &Selection) -> String {
     }
 }
 
+/// What every step of a run reads: the inputs of [`export`], passed on as one.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    mappings: &'a Mappings,
+    source: &'a dyn Source,
+    dest: &'a dyn Store,
+    staging: &'a dyn Store,
+    opts: &'a ExportOptions,
+    progress: &'a indicatif::ProgressBar,
+    stop: &'a AtomicBool,
+}
+
 /// How an export ended: its report (always, whatever happened), and whether it
 /// was stopped by a signal.
 pub struct Outcome {
@@ -938,7 +950,7 @@ pub fn export(
         ..Default::default()
     };
     let mut interrupted = false;
-    if let Err(e) = export_job(
+    let io = Io {
         mappings,
         source,
         dest,
@@ -946,9 +958,8 @@ pub fn export(
         opts,
         progress,
         stop,
-        &mut report,
-        &mut interrupted,
-    ) {
+    };
+    if let Err(e) = export_job(&io, &mut report, &mut interrupted) {
         report.error = Some(format!("{e:#}"));
         report.complete = false;
     }
@@ -959,18 +970,15 @@ pub fn export(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn export_job(
-    mappings: &Mappings,
-    source: &dyn Source,
-    dest: &dyn Store,
-    staging: &dyn Store,
-    opts: &ExportOptions,
-    progress: &indicatif::ProgressBar,
-    stop: &AtomicBool,
-    report: &mut Report,
-    interrupted: &mut bool,
-) -> anyhow::Result<()> {
+fn export_job(io: &Io<'_>, report: &mut Report, interrupted: &mut bool) -> anyhow::Result<()> {
+    let Io {
+        mappings,
+        source,
+        dest,
+        opts,
+        stop,
+        ..
+    } = *io;
     let spec = job_spec(opts, mappings);
     let job = claim_job(dest, &spec, &source.describe())?;
     let window = match (opts.window.from, opts.window.to) {
@@ -1018,52 +1026,27 @@ fn export_job(
                 }
             })
             .expect("spawn the heartbeat thread");
-        let r = run_job(
-            mappings,
-            source,
-            dest,
-            staging,
-            opts,
-            progress,
-            stop,
-            report,
-            interrupted,
-            &job,
-            leases,
-        );
+        let r = run_job(io, report, interrupted, &job, leases);
         *done.0.lock().unwrap() = true;
         done.1.notify_all();
         r
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_job(
-    mappings: &Mappings,
-    source: &dyn Source,
-    dest: &dyn Store,
-    staging: &dyn Store,
-    opts: &ExportOptions,
-    progress: &indicatif::ProgressBar,
-    stop: &AtomicBool,
+    io: &Io<'_>,
     report: &mut Report,
     interrupted: &mut bool,
     job: &str,
     leases: &Leases<'_>,
 ) -> anyhow::Result<()> {
-    let outcome = walk_job(
-        mappings,
-        source,
+    let Io {
         dest,
         staging,
         opts,
-        progress,
-        stop,
-        report,
-        interrupted,
-        job,
-        leases,
-    );
+        ..
+    } = *io;
+    let outcome = walk_job(io, report, interrupted, job, leases);
     // Whatever happened, no lease of this run outlives it.
     leases.release_all();
     let complete = outcome.as_ref().is_ok_and(|c| *c);
@@ -1091,20 +1074,20 @@ fn run_job(
 /// Walks the source, runs every selected folder not yet committed (waiting for
 /// those other runs hold), and fills the report. Returns whether every selected
 /// folder is committed now.
-#[allow(clippy::too_many_arguments)]
 fn walk_job(
-    mappings: &Mappings,
-    source: &dyn Source,
-    dest: &dyn Store,
-    staging: &dyn Store,
-    opts: &ExportOptions,
-    progress: &indicatif::ProgressBar,
-    stop: &AtomicBool,
+    io: &Io<'_>,
     report: &mut Report,
     interrupted: &mut bool,
     job: &str,
     leases: &Leases<'_>,
 ) -> anyhow::Result<bool> {
+    let Io {
+        source,
+        dest,
+        opts,
+        progress,
+        ..
+    } = *io;
     if let Some(dir) = &opts.only_folder {
         let mut history = History::default();
         history.refresh(dest, job, Some(dir))?;
@@ -1112,13 +1095,7 @@ fn walk_job(
             .list_folder(dir)
             .with_context(|| format!("listing folder {dir} of {}", source.describe()))?;
         return run_folders(
-            mappings,
-            source,
-            dest,
-            staging,
-            opts,
-            progress,
-            stop,
+            io,
             report,
             interrupted,
             job,
@@ -1149,24 +1126,9 @@ fn walk_job(
         units: survey.units,
         shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
     };
-    dest.put(
-        &format!(
-            "{}{}-{}-{}.json",
-            manifest::runs_prefix(job),
-            record.started_at,
-            record.host,
-            record.pid
-        ),
-        &serde_json::to_vec_pretty(&record)?,
-    )?;
+    record.write(dest)?;
     run_folders(
-        mappings,
-        source,
-        dest,
-        staging,
-        opts,
-        progress,
-        stop,
+        io,
         report,
         interrupted,
         job,
@@ -1180,15 +1142,8 @@ fn walk_job(
 type Walker<'w> = dyn FnMut(&mut dyn FnMut(WalkItem) -> bool) -> std::io::Result<()> + 'w;
 
 /// The folders `walk` offers, run as [`walk_job`] says.
-#[allow(clippy::too_many_arguments)]
 fn run_folders(
-    mappings: &Mappings,
-    source: &dyn Source,
-    dest: &dyn Store,
-    staging: &dyn Store,
-    opts: &ExportOptions,
-    progress: &indicatif::ProgressBar,
-    stop: &AtomicBool,
+    io: &Io<'_>,
     report: &mut Report,
     interrupted: &mut bool,
     job: &str,
@@ -1196,6 +1151,15 @@ fn run_folders(
     history: History,
     walk: &mut Walker<'_>,
 ) -> anyhow::Result<bool> {
+    let Io {
+        mappings,
+        source,
+        dest,
+        staging,
+        opts,
+        progress,
+        stop,
+    } = *io;
     let run = Run {
         mappings,
         source,
