@@ -179,6 +179,10 @@ pub struct Leases<'a> {
     window: String,
     /// Lease name (`folders/<id>`, `sweep`) → the generation key this run holds.
     held: Mutex<HashMap<String, Held>>,
+    /// The run lease was withdrawn: heartbeats must not bring it back (held across
+    /// a renewal and across the withdrawal, so neither slips between the other's
+    /// check and write).
+    withdrawn: Mutex<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +210,7 @@ impl<'a> Leases<'a> {
             ttl: ttl.max(1),
             window,
             held: Mutex::new(HashMap::new()),
+            withdrawn: Mutex::new(false),
         }
     }
 
@@ -247,8 +252,11 @@ impl<'a> Leases<'a> {
         self.store.put(&self.run_key(), &body)
     }
 
-    /// Withdraws this run's run lease (at its end).
+    /// Withdraws this run's run lease (at its end); later heartbeats renew only
+    /// the leases still held.
     pub fn withdraw(&self) -> io::Result<()> {
+        let mut w = self.withdrawn.lock().unwrap();
+        *w = true;
         self.store.delete(&self.run_key())
     }
 
@@ -405,7 +413,12 @@ impl<'a> Leases<'a> {
     /// Renews the run lease and every lease held; marks as lost those another run
     /// took over meanwhile.
     pub fn heartbeat(&self) -> io::Result<()> {
-        self.announce()?;
+        {
+            let w = self.withdrawn.lock().unwrap();
+            if !*w {
+                self.announce()?;
+            }
+        }
         let held: Vec<(String, Held)> = self
             .held
             .lock()
@@ -569,6 +582,19 @@ mod tests {
             }
         });
         assert_eq!(held.into_inner(), 1);
+    }
+
+    #[test]
+    fn a_heartbeat_after_the_withdrawal_does_not_bring_the_run_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let a = Leases::new(&store, "job", run(1), 60, String::new());
+        let b = Leases::new(&store, "job", run(2), 60, String::new());
+        a.announce().unwrap();
+        assert_eq!(b.other_live_runs().unwrap().len(), 1);
+        a.withdraw().unwrap();
+        a.heartbeat().unwrap();
+        assert!(b.other_live_runs().unwrap().is_empty());
     }
 
     #[test]
