@@ -154,6 +154,17 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A test that fails while a run is held at a failpoint must not leave it
+    /// behind, waiting forever.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs an export to the end; asserts the exit code.
 fn run(args: &[String], failpoints: &str, want: i32) -> String {
     let (code, sig, err) = Running::start(args, failpoints).finish();

@@ -10,6 +10,11 @@
 //! 3. when a group's last unit is staged, the group is **assembled** into objects in
 //!    a fixed order and committed by its manifest ([`assemble`]).
 //!
+//! Several runs of one job may run at once (other windows, a retried task, shards,
+//! queue workers): each folder is exported under its lease, and clean-up happens only
+//! when no other run is alive ([`lease`]). A source failing past its retries fails
+//! its unit, not the run; undecodable bytes are `unreadable`.
+//!
 //! Every name and byte depends only on the input, the mappings and the options, never
 //! on `--jobs` or timing. Memory is bounded by `--jobs` × (unit buffer + one xz
 //! encoder + the largest record) plus assembly's one piece per partition in flight.
