@@ -893,3 +893,30 @@ fn a_message_delivered_twice_does_no_harm() {
     assert!(manifests_hold(&dest) > 0);
     assert_eq!(store(&dest), store(&reference));
 }
+
+#[test]
+fn a_panicking_unit_fails_the_run_without_hanging_and_the_rerun_finishes() {
+    let s = setup(&DAYS[..2], 2);
+    let reference = s.root.join("reference");
+    run(
+        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
+        "",
+        0,
+    );
+    let dest = s.root.join("dest");
+    let a = args(&s.src, &dest, &s.root.join("r.json"), &[]);
+    // A bug in one unit (here: a panic after its checkpoint): the run goes on with
+    // the other units, ends with exit 1, and writes its report.
+    let err = run(&a, "unit-staged@2=panic", 1);
+    assert!(err.contains("failpoint unit-staged hit"), "{err}");
+    let r = report(&s.root.join("r.json"));
+    assert_eq!(r["complete"], false);
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{r}");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("panicked"),
+        "{failed:?}"
+    );
+    run(&a, "", 0);
+    assert_eq!(store(&dest), store(&reference));
+}
