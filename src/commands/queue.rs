@@ -13,7 +13,7 @@
 //! A worker that dies leaves its message to reappear after the visibility timeout;
 //! whoever takes it next finds the dead worker's checkpoints and leftovers and
 //! finishes the folder. Planning twice sends nothing twice: each folder's message is
-//! recorded in the destination (`_backfill/queue/<job>/`) when sent.
+//! recorded in the destination (`_backfill/queue/<job>/`) once sent.
 
 use super::export::{open_destination, ExportArgs};
 use super::options::export_options;
@@ -134,6 +134,21 @@ fn export_args_from_command_line() -> Vec<String> {
     out
 }
 
+/// Sends a batch of messages, then records each as sent.
+fn send_and_record(
+    queue: &dyn Queue,
+    dest: &dyn Store,
+    batch: &[(String, String)],
+) -> anyhow::Result<()> {
+    let bodies: Vec<String> = batch.iter().map(|(b, _)| b.clone()).collect();
+    queue.send_batch(&bodies)?;
+    for (body, marker) in batch {
+        dest.put(marker, body.as_bytes())
+            .context("recording a sent message")?;
+    }
+    Ok(())
+}
+
 /// Runs `plan`; returns the exit code.
 pub fn run_plan(
     mappings: Arc<Mappings>,
@@ -210,25 +225,27 @@ pub fn run_plan(
             sent += 1;
             return true;
         }
-        // Recorded before it is sent: a plan killed in between loses a message,
-        // which `plan --resend` sends again; never one sent twice.
-        match dest.put_if_absent(&queue_marker(&job, &dir), body.as_bytes()) {
-            Ok(true) => {}
-            Ok(false) if !a.resend => {
+        // Recorded once sent: a plan killed in between sends that folder again
+        // next time, which is harmless (a redelivered message redoes nothing that
+        // is committed); a message never sent is never recorded as sent.
+        let marker = queue_marker(&job, &dir);
+        match dest.modified(&marker) {
+            Ok(Some(_)) if !a.resend => {
                 already += 1;
                 return true;
             }
-            Ok(false) => {}
+            Ok(_) => {}
             Err(err) => {
-                failure = Some(anyhow::Error::from(err).context("recording a sent message"));
+                failure =
+                    Some(anyhow::Error::from(err).context("reading the record of sent messages"));
                 return false;
             }
         }
-        batch.push(body);
+        batch.push((body, marker));
         sent += 1;
         if batch.len() == 10 {
-            if let Err(err) = queue.send_batch(&std::mem::take(&mut batch)) {
-                failure = Some(anyhow::Error::from(err));
+            if let Err(err) = send_and_record(queue, dest.as_ref(), &std::mem::take(&mut batch)) {
+                failure = Some(err);
                 return false;
             }
         }
@@ -238,7 +255,7 @@ pub fn run_plan(
         return Err(f);
     }
     if !batch.is_empty() {
-        queue.send_batch(&batch)?;
+        send_and_record(queue, dest.as_ref(), &batch)?;
     }
     if !e.dry_run {
         record.write(dest.as_ref())?;

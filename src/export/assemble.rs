@@ -258,6 +258,11 @@ pub fn assemble(
     };
     let objects: Vec<ObjectEntry> = objects.flat_map(&mut split).collect();
     let errors = split(errors);
+    if (ctx.lease_lost)() {
+        return Err(io::Error::other(format!(
+            "folder {dir}: another run took over its lease before its objects were published (this run's heartbeats were late)"
+        )));
+    }
     ctx.dest.publish(pending)?;
     crate::failpoint::hit("objects-published");
     if (ctx.lease_lost)() {

@@ -68,6 +68,10 @@ pub struct Holder {
     /// waiting for its TTL (a crashed run rerun on the same machine).
     #[serde(default)]
     pub boot: String,
+    /// The holder's PID namespace (`/proc/self/ns/pid`): two containers of one
+    /// machine share its host name and boot id but not their pids.
+    #[serde(default)]
+    pub pidns: String,
 }
 
 impl Holder {
@@ -78,7 +82,12 @@ impl Holder {
             return false;
         }
         let me = this_machine();
-        if !self.boot.is_empty() && self.boot == me.1 && self.host == me.0 {
+        if !self.boot.is_empty()
+            && self.boot == me.1
+            && self.host == me.0
+            && !self.pidns.is_empty()
+            && self.pidns == me.2
+        {
             return process_exists(self.pid);
         }
         true
@@ -102,9 +111,9 @@ impl Holder {
     }
 }
 
-/// This machine's host name and boot id, read once.
-fn this_machine() -> &'static (String, String) {
-    static M: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+/// This machine's host name, boot id and this process's PID namespace, read once.
+fn this_machine() -> &'static (String, String, String) {
+    static M: std::sync::OnceLock<(String, String, String)> = std::sync::OnceLock::new();
     M.get_or_init(|| {
         let read = |p: &str| {
             std::fs::read_to_string(p)
@@ -119,6 +128,9 @@ fn this_machine() -> &'static (String, String) {
                 host
             },
             read("/proc/sys/kernel/random/boot_id"),
+            std::fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         )
     })
 }
@@ -235,6 +247,7 @@ impl<'a> Leases<'a> {
             what: what.to_string(),
             window: self.window.clone(),
             boot: this_machine().1.clone(),
+            pidns: this_machine().2.clone(),
         }
     }
 
@@ -285,6 +298,7 @@ impl<'a> Leases<'a> {
                 what: String::new(),
                 window: String::new(),
                 boot: String::new(),
+                pidns: String::new(),
             });
             return Ok(Some((key, h)));
         }
@@ -357,7 +371,9 @@ impl<'a> Leases<'a> {
     pub fn release(&self, name: &str) -> io::Result<()> {
         let held = self.held.lock().unwrap().remove(name);
         if let Some(h) = held {
-            if !h.lost {
+            // Only a key that still holds this run: after a takeover the same key
+            // may be another run's new generation.
+            if !h.lost && self.still_mine(name, &h.key)? {
                 self.store.delete(&h.key)?;
             }
         }
@@ -413,12 +429,14 @@ impl<'a> Leases<'a> {
     /// Renews the run lease and every lease held; marks as lost those another run
     /// took over meanwhile.
     pub fn heartbeat(&self) -> io::Result<()> {
-        {
+        let announced = {
             let w = self.withdrawn.lock().unwrap();
-            if !*w {
-                self.announce()?;
+            if *w {
+                Ok(())
+            } else {
+                self.announce()
             }
-        }
+        };
         let held: Vec<(String, Held)> = self
             .held
             .lock()
@@ -428,13 +446,7 @@ impl<'a> Leases<'a> {
             .map(|(n, h)| (n.clone(), h.clone()))
             .collect();
         for (name, h) in held {
-            let mine = generation_of(&h.key);
-            let newer = self
-                .store
-                .list(&self.prefix(&name))?
-                .iter()
-                .any(|m| generation_of(&m.key) > mine);
-            if newer {
+            if !self.still_mine(&name, &h.key)? {
                 tracing::error!(lease = %name, "another run took this lease over (this run's heartbeats were late); abandoning it");
                 if let Some(x) = self.held.lock().unwrap().get_mut(&name) {
                     x.lost = true;
@@ -445,7 +457,46 @@ impl<'a> Leases<'a> {
                 serde_json::to_vec_pretty(&self.holder(&h.what)).map_err(io::Error::other)?;
             self.store.put(&h.key, &body)?;
         }
-        Ok(())
+        announced
+    }
+
+    /// Whether `key` is still the newest generation of lease `name` and holds this
+    /// run: a lease taken over is deleted or superseded, and must never be written
+    /// back (another run may hold a new generation under the same key by then).
+    fn still_mine(&self, name: &str, key: &str) -> io::Result<bool> {
+        let mine = generation_of(key);
+        let newer = self
+            .store
+            .list(&self.prefix(name))?
+            .iter()
+            .any(|m| generation_of(&m.key) > mine);
+        if newer {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .get(key)?
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            .is_some_and(|h| h.run == self.me.run))
+    }
+
+    /// Asks the store, not the heartbeat's last word, whether this run still holds
+    /// lease `name`: for the moments that must not happen without it (publishing a
+    /// folder's objects, committing its manifest). Marks it lost when it is not.
+    pub fn confirm(&self, name: &str) -> io::Result<bool> {
+        let Some(h) = self.held.lock().unwrap().get(name).cloned() else {
+            return Ok(false);
+        };
+        if h.lost {
+            return Ok(false);
+        }
+        let ok = self.still_mine(name, &h.key)?;
+        if !ok {
+            if let Some(x) = self.held.lock().unwrap().get_mut(name) {
+                x.lost = true;
+            }
+        }
+        Ok(ok)
     }
 
     /// Other live runs of the job.
@@ -562,6 +613,38 @@ mod tests {
         assert!(matches!(
             a.try_take("folders/f", "folder f").unwrap(),
             Taken::Held
+        ));
+    }
+
+    #[test]
+    fn a_late_holder_never_writes_back_a_lease_taken_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let a = Leases::new(&store, "job", run(1), 60, String::new());
+        let b = Leases::new(&store, "job", run(2), 60, String::new());
+        let c = Leases::new(&store, "job", run(3), 60, String::new());
+        assert!(matches!(a.try_take("folders/f", "f").unwrap(), Taken::Held));
+        // a stalls past its TTL; b takes over, finishes and releases (no key left).
+        let key = format!("{}folders/f/000000000000.json", leases_prefix("job"));
+        let mut h: Holder = serde_json::from_slice(&store.get(&key).unwrap().unwrap()).unwrap();
+        h.renewed_at -= 120;
+        store.put(&key, &serde_json::to_vec(&h).unwrap()).unwrap();
+        assert!(matches!(b.try_take("folders/f", "f").unwrap(), Taken::Held));
+        b.release("folders/f").unwrap();
+        assert!(store.list(&leases_prefix("job")).unwrap().is_empty());
+        // a wakes up: its heartbeat must not bring generation 0 back...
+        a.heartbeat().unwrap();
+        assert!(a.lost("folders/f"));
+        assert!(!a.confirm("folders/f").unwrap());
+        let folders = format!("{}folders/", leases_prefix("job"));
+        assert!(store.list(&folders).unwrap().is_empty());
+        // ...and once c holds generation 0 anew, a's release leaves it alone.
+        assert!(matches!(c.try_take("folders/f", "f").unwrap(), Taken::Held));
+        a.release("folders/f").unwrap();
+        assert!(c.confirm("folders/f").unwrap());
+        assert!(matches!(
+            b.try_take("folders/f", "f").unwrap(),
+            Taken::Busy(_)
         ));
     }
 

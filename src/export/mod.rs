@@ -657,7 +657,7 @@ enum Start {
     /// Its units are running, or it needs nothing (committed, not selected).
     Done,
     /// Another live run holds it: come back later.
-    Busy(String, Vec<FileEntry>, lease::Holder),
+    Busy(String, Vec<FileEntry>, Box<lease::Holder>),
     /// The run is stopping.
     Stop,
 }
@@ -770,7 +770,9 @@ impl Run<'_> {
             .into_iter()
             .map(|m| m.expect("every unit staged"))
             .collect();
-        let lease_lost = || self.leases.lost(&g.lease);
+        // Asked of the store itself at the commit points: a run whose heartbeats
+        // failed past the TTL may have lost the folder without knowing it.
+        let lease_lost = || !self.leases.confirm(&g.lease).unwrap_or(false);
         // The manifest a retry replaces, read before it is.
         let old: Option<GroupManifest> = if g.replaces {
             let key = manifest::manifest_key(&self.job, &g.id);
@@ -999,22 +1001,30 @@ fn export_job(io: &Io<'_>, report: &mut Report, interrupted: &mut bool) -> anyho
     leases
         .announce()
         .with_context(|| format!("writing this run's lease in {}", dest.describe()))?;
-    let mut said = false;
-    while let Some(h) = leases.holder_of(lease::SWEEP)? {
-        if !said {
-            tracing::info!(holder = %h.describe(manifest::now_secs()), "another run of this job is sweeping its leftovers; waiting for it to finish");
-            said = true;
+    with_heartbeat(&leases, || {
+        // A sweep in progress finishes first (see `lease`); this run's lease is
+        // renewed meanwhile, so a sweeper that starts later sees it.
+        let mut said = false;
+        while let Some(h) = leases.holder_of(lease::SWEEP)? {
+            if !said {
+                tracing::info!(holder = %h.describe(manifest::now_secs()), "another run of this job is sweeping its leftovers; waiting for it to finish");
+                said = true;
+            }
+            if stop.load(Ordering::SeqCst) {
+                leases.withdraw()?;
+                *interrupted = true;
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        if stop.load(Ordering::SeqCst) {
-            leases.withdraw()?;
-            *interrupted = true;
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        run_job(io, report, interrupted, &job, &leases)
+    })
+}
+
+/// Runs `f` while a thread renews `leases` every quarter of their TTL.
+fn with_heartbeat<T>(leases: &Leases<'_>, f: impl FnOnce() -> T) -> T {
     let done = (Mutex::new(false), Condvar::new());
     std::thread::scope(|ts| {
-        let leases = &leases;
         let done = &done;
         std::thread::Builder::new()
             .name("backfill-heartbeat".into())
@@ -1031,7 +1041,7 @@ fn export_job(io: &Io<'_>, report: &mut Report, interrupted: &mut bool) -> anyho
                 }
             })
             .expect("spawn the heartbeat thread");
-        let r = run_job(io, report, interrupted, &job, leases);
+        let r = f();
         *done.0.lock().unwrap() = true;
         done.1.notify_all();
         r
@@ -1275,7 +1285,7 @@ fn run_folders(
             let lease_name = lease::folder_lease(&plan::group_id(&dir));
             match run_ref.leases.try_take(&lease_name, &format!("folder {dir}")) {
                 Ok(Taken::Held) => {}
-                Ok(Taken::Busy(h)) => return Start::Busy(dir, files, h),
+                Ok(Taken::Busy(h)) => return Start::Busy(dir, files, Box::new(h)),
                 Err(e) => {
                     run_ref.fail(anyhow::Error::from(e).context(format!("taking the lease of folder {dir}")));
                     return Start::Stop;
@@ -1344,8 +1354,11 @@ fn run_folders(
             let (dir, files) = match item {
                 WalkItem::Folder { dir, files } => (dir, files),
                 WalkItem::Unreadable { path, error } => {
+                    // The entry's folder, or the folder itself when its listing
+                    // failed part-way.
                     let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
                     unlisted.insert(parent.to_string());
+                    unlisted.insert(path.clone());
                     run_ref.failed_work(
                         parent,
                         None,
@@ -1436,11 +1449,20 @@ fn sweep(
     // This run is done: withdrawing first lets the last of several finishing runs
     // see that it is the last.
     leases.withdraw()?;
-    if let Taken::Busy(h) = leases.try_take(lease::SWEEP, "sweep")? {
-        return Ok(format!(
-            "left to {}, which is sweeping",
-            h.describe(manifest::now_secs())
-        ));
+    // Another finishing run may hold the sweep lease only to find this one still
+    // announced and step aside: wait for it rather than leave, and look again.
+    let deadline = Instant::now() + std::time::Duration::from_secs(2 * opts.lease_ttl);
+    loop {
+        match leases.try_take(lease::SWEEP, "sweep")? {
+            Taken::Held => break,
+            Taken::Busy(h) if Instant::now() >= deadline => {
+                return Ok(format!(
+                    "left to {}, which is sweeping",
+                    h.describe(manifest::now_secs())
+                ));
+            }
+            Taken::Busy(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
     }
     let result = (|| -> anyhow::Result<String> {
         let others = leases.other_live_runs()?;
