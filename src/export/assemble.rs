@@ -36,6 +36,8 @@ pub struct AssembleCtx<'a> {
     /// Whether this run lost the folder's lease to another run (its heartbeats
     /// stalled past the TTL): then it stops before committing.
     pub lease_lost: &'a (dyn Fn() -> bool + Sync),
+    /// The committed group this one replaces (`--retry-unreadable`), if any.
+    pub replaces: Option<&'a str>,
 }
 
 /// Object key for part `n` of `partition` written by this job and group.
@@ -292,6 +294,7 @@ pub fn assemble(
         stats,
         staged_bytes,
         committed_at: super::manifest::now_secs(),
+        replaces: ctx.replaces.map(str::to_string),
     };
     ctx.dest.put(
         &manifest_key(ctx.job, group),

@@ -306,6 +306,11 @@ pub struct GroupManifest {
     /// When it was committed (seconds since the epoch; for `status`, never for names).
     #[serde(default)]
     pub committed_at: u64,
+    /// The group this one replaces (`--retry-unreadable` reads a folder again under
+    /// new names: `<old group>-r<hash of the old manifest>`); the old group's
+    /// objects and manifest are deleted once this one is committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// Written when a run starts, one object per run: what the run set out to read.

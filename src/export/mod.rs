@@ -353,9 +353,9 @@ struct Group {
     /// Groups of the folder still running under that lease (a retry can redo
     /// several at once): the last one gives it back.
     lease_refs: Arc<AtomicUsize>,
-    /// A committed group done again (`--retry-unreadable`): its manifest is
-    /// replaced, and keys of the old one the new one does not list are removed.
-    replaces: bool,
+    /// The committed group this one reads again (`--retry-unreadable`), under new
+    /// names: the old group's objects and manifest go once this one is committed.
+    replaces: Option<String>,
     selection: Selection,
     units: Vec<UnitSpec>,
     done: Mutex<Vec<Option<UnitManifest>>>,
@@ -450,6 +450,11 @@ pub struct History {
     referenced: HashSet<u64>,
     /// Manifests read (hashes of their keys), so a refresh reads only new ones.
     seen: HashSet<u64>,
+    /// Groups a later manifest replaces (`--retry-unreadable`), by hash of id.
+    superseded: HashSet<u64>,
+    /// Of those, the ones whose manifests were read, still there: leftovers of a
+    /// replacement a crash interrupted, for [`remove_group`].
+    pub stale: Vec<String>,
 }
 
 impl History {
@@ -494,19 +499,22 @@ impl History {
         {
             return;
         }
+        if let Some(x) = &m.replaces {
+            self.superseded.insert(hash64(x));
+            if let Some(v) = self.by_dir.get_mut(&m.dir) {
+                let before = v.len();
+                v.retain(|s| &s.group != x);
+                if v.len() != before {
+                    self.stale.push(x.clone());
+                }
+            }
+        }
+        if self.superseded.contains(&hash64(&m.group)) {
+            self.stale.push(m.group.clone());
+            return;
+        }
         let s = Summary::of(m, Some(&mut self.referenced));
         self.push(s);
-    }
-
-    /// Takes in a group committed again (`--retry-unreadable`) in place of its
-    /// earlier manifest.
-    fn replace(&mut self, m: &GroupManifest) {
-        if let Some(v) = self.by_dir.get_mut(&m.dir) {
-            v.retain(|s| s.group != m.group);
-        }
-        self.seen
-            .remove(&hash64(&manifest::manifest_key(&m.job, &m.group)));
-        self.add(m);
     }
 
     fn push(&mut self, s: Summary) {
@@ -774,8 +782,8 @@ impl Run<'_> {
         // failed past the TTL may have lost the folder without knowing it.
         let lease_lost = || !self.leases.confirm(&g.lease).unwrap_or(false);
         // The manifest a retry replaces, read before it is.
-        let old: Option<GroupManifest> = if g.replaces {
-            let key = manifest::manifest_key(&self.job, &g.id);
+        let old: Option<GroupManifest> = if let Some(x) = &g.replaces {
+            let key = manifest::manifest_key(&self.job, x);
             match self.dest.get(&key)? {
                 Some(b) => {
                     Some(serde_json::from_slice(&b).with_context(|| format!("reading {key}"))?)
@@ -793,28 +801,20 @@ impl Run<'_> {
             xz_preset: self.opts.xz_preset,
             selection: &g.selection,
             lease_lost: &lease_lost,
+            replaces: g.replaces.as_deref(),
         };
         let m = assemble::assemble(&ctx, &g.id, &g.dir, &units)
             .with_context(|| format!("assembling folder {:?}", g.dir))?;
         tracing::debug!(folder = %g.dir, objects = m.objects.len(), records = m.stats.records_out, "group committed");
         if let Some(old) = old {
-            let now: HashSet<&str> = m
-                .objects
-                .iter()
-                .chain(&m.errors)
-                .map(|o| o.key.as_str())
-                .collect();
-            for o in old.objects.iter().chain(&old.errors) {
-                if !now.contains(o.key.as_str()) {
-                    self.dest.delete(&o.key)?;
-                }
-            }
+            // Committed under new names: the old group goes, objects first (a crash
+            // in between is finished by the next run holding the folder, or the
+            // sweep, from `replaces`).
+            remove_group(self.dest, &old)?;
             let recovered = m.stats.records_in.saturating_sub(old.stats.records_in);
             tracing::info!(folder = %g.dir, recovered, unreadable_before = old.stats.unreadable.len(), unreadable_now = m.stats.unreadable.len(), "folder read again");
-            self.history.lock().unwrap().replace(&m);
-        } else {
-            self.history.lock().unwrap().add(&m);
         }
+        self.history.lock().unwrap().add(&m);
         Ok(())
     }
 
@@ -1302,9 +1302,22 @@ fn run_folders(
                 run_ref.fail(e);
                 return Start::Stop;
             }
-            let mut groups: Vec<(String, Selection, bool)> = Vec::new();
+            let mut groups: Vec<(String, Selection, Option<String>)> = Vec::new();
             if committed(run_ref) {
-                groups.extend(to_retry(run_ref).into_iter().map(|(id, sel)| (id, sel, true)));
+                for (old, sel) in to_retry(run_ref) {
+                    let key = manifest::manifest_key(&run_ref.job, &old);
+                    let digest = match dest.get(&key) {
+                        Ok(Some(b)) => hex::encode(&manifest::sha256(&b)[..3]),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = run_ref.leases.release(&lease_name);
+                            run_ref.fail(anyhow::Error::from(e).context(format!("reading {key}")));
+                            return Start::Stop;
+                        }
+                    };
+                    let base = old.split("-r").next().unwrap_or(&old).to_string();
+                    groups.push((format!("{base}-r{digest}"), sel, Some(old)));
+                }
                 if groups.is_empty() {
                     let _ = run_ref.leases.release(&lease_name);
                     groups_resumed += 1;
@@ -1317,7 +1330,7 @@ fn run_folders(
                     window: opts.window,
                     covered: run_ref.history.lock().unwrap().covered(&dir),
                 };
-                groups.push((slice_id(&dir, &selection), selection, false));
+                groups.push((slice_id(&dir, &selection), selection, None));
             }
             // Objects a dead run published for another selection of this folder and
             // never committed go now, while this run holds the folder.
@@ -1476,7 +1489,15 @@ fn sweep(
         }
         // Every manifest, read again just before: what other runs committed counts.
         let uncommitted = clear_intents(dest, job, None, None)?;
-        let referenced = History::load(dest, job)?.referenced;
+        let history = History::load(dest, job)?;
+        // Replacements (`--retry-unreadable`) a crash interrupted: the old group goes.
+        for g in &history.stale {
+            if let Some(b) = dest.get(&manifest::manifest_key(job, g))? {
+                let old: GroupManifest = serde_json::from_slice(&b)?;
+                remove_group(dest, &old)?;
+            }
+        }
+        let referenced = history.referenced;
         let (orphans, young) = remove_orphans(dest, job, &referenced, opts.orphan_grace)?;
         let orphans = orphans + uncommitted;
         let mut staged = 0;
@@ -1527,6 +1548,14 @@ pub fn sweep_job(
     let r = sweep(dest, staging, opts, job, &leases, &mut report);
     leases.release_all();
     r
+}
+
+/// Deletes a committed group that another replaced: its objects, then its manifest.
+fn remove_group(dest: &dyn Store, m: &GroupManifest) -> std::io::Result<()> {
+    for o in m.objects.iter().chain(&m.errors) {
+        dest.delete(&o.key)?;
+    }
+    dest.delete(&manifest::manifest_key(&m.job, &m.group))
 }
 
 /// Removes what dead runs published and never committed, as their intents list it:
