@@ -34,8 +34,9 @@ pub struct ExportArgs {
     pub dry_run: bool,
     /// Read again the committed folders whose report lists unreadable regions (after
     /// an HDFS block recovery, or a damaged file replaced): each such folder is
-    /// exported again under the same names, its manifest replaced, and what is now
-    /// readable added. Folders without unreadable regions are skipped as usual.
+    /// exported again under new names (never over committed objects), and the
+    /// objects and manifest it replaces are deleted once it is committed. Folders
+    /// without unreadable regions are skipped as usual.
     #[arg(long)]
     pub retry_unreadable: bool,
     /// Which records.
