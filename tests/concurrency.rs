@@ -279,6 +279,19 @@ struct Setup {
     root: PathBuf,
 }
 
+impl Setup {
+    /// An uninterrupted export of the source, alone, to compare with.
+    fn reference(&self) -> PathBuf {
+        let reference = self.root.join("reference");
+        run(
+            &args(&self.src, &reference, &self.root.join("ref.json"), &[]),
+            "",
+            0,
+        );
+        reference
+    }
+}
+
 fn setup(days: &[&str], files: u64) -> Setup {
     let t = tmp();
     let src = t.path().join("src");
@@ -290,12 +303,7 @@ fn setup(days: &[&str], files: u64) -> Setup {
 #[test]
 fn the_same_command_twice_at_once_gives_the_one_run_store() {
     let s = setup(&DAYS[..3], 3);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
 
     // A retried scheduler task: the first attempt is held after its first unit
     // checkpoint, holding that folder's lease, while the second runs.
@@ -452,12 +460,7 @@ fn three_runs_with_overlapping_windows_killed_and_restarted_lose_nothing() {
 /// store as the uninterrupted reference.
 fn crash_then_rerun(point: &str, spec: &str, plant_orphan: bool) {
     let s = setup(&DAYS[..3], 2);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
     let dest = s.root.join("dest");
     let a = args(&s.src, &dest, &s.root.join("r.json"), &[]);
     if plant_orphan {
@@ -593,12 +596,7 @@ fn a_replaced_file_fails_its_unit_and_the_rerun_reads_it() {
     // The reported case: a file replaced by a folder of the same name while the run
     // is under way (open works on a folder; reading fails), put back after.
     let s = setup(&DAYS[..2], 2);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
     let dest = s.root.join("dest");
     let go = s.root.join("go");
     let a = args(&s.src, &dest, &s.root.join("r.json"), &["--jobs", "1"]);
@@ -856,12 +854,7 @@ fn work_args(url: &str) -> Vec<String> {
 #[test]
 fn queue_workers_killed_and_restarted_give_the_one_run_store() {
     let s = setup(&DAYS, 2);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
     let q = crate::sqs::new_queue("work");
     let url = q.url().to_string();
     let env = sqs_env();
@@ -910,12 +903,7 @@ fn queue_workers_killed_and_restarted_give_the_one_run_store() {
 #[test]
 fn a_message_delivered_twice_does_no_harm() {
     let s = setup(&DAYS[..3], 2);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
     let q = crate::sqs::new_queue("twice");
     let url = q.url().to_string();
     let env = sqs_env();
@@ -929,7 +917,12 @@ fn a_message_delivered_twice_does_no_harm() {
     }
     assert_eq!(bodies.len(), 3);
     q.send_batch(&bodies).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Until the received ones are back (their 2 s timeout), beside the copies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.approximate_counts().unwrap() != (6, 0) {
+        assert!(Instant::now() < deadline, "{:?}", q.approximate_counts());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, _, err) = Running::start_env(&work_args(&url), "", &env).finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("6 folders committed"), "{err}");
@@ -940,12 +933,7 @@ fn a_message_delivered_twice_does_no_harm() {
 #[test]
 fn a_panicking_unit_fails_the_run_without_hanging_and_the_rerun_finishes() {
     let s = setup(&DAYS[..2], 2);
-    let reference = s.root.join("reference");
-    run(
-        &args(&s.src, &reference, &s.root.join("ref.json"), &[]),
-        "",
-        0,
-    );
+    let reference = s.reference();
     let dest = s.root.join("dest");
     let a = args(&s.src, &dest, &s.root.join("r.json"), &[]);
     // A bug in one unit (here: a panic after its checkpoint): the run goes on with

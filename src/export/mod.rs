@@ -1291,12 +1291,13 @@ fn run_folders(
                     return Start::Stop;
                 }
             }
-            // Another run may have committed the folder since this run looked.
-            let refreshed = run_ref.history.lock().unwrap().refresh(
-                dest,
-                &run_ref.job,
-                opts.only_folder.as_deref(),
-            );
+            // Another run may have committed the folder since this run looked: its
+            // manifests alone (they share the folder's id as prefix), not the job's.
+            let refreshed = run_ref
+                .history
+                .lock()
+                .unwrap()
+                .refresh(dest, &run_ref.job, Some(&dir));
             if let Err(e) = refreshed {
                 let _ = run_ref.leases.release(&lease_name);
                 run_ref.fail(e);
@@ -1432,7 +1433,13 @@ fn run_folders(
     *interrupted = stop.load(Ordering::SeqCst);
     let failures = std::mem::take(&mut *run.failures.lock().unwrap());
     let error = run.error.lock().unwrap().take();
-    let history = run.history.into_inner().unwrap();
+    let mut history = run.history.into_inner().unwrap();
+    // What other runs committed meanwhile, once, for the job-wide totals.
+    if opts.only_folder.is_none() && error.is_none() {
+        if let Err(e) = history.refresh(dest, job, None) {
+            tracing::warn!(error = %format!("{e:#}"), "could not read the manifests other runs committed; the report counts what this run saw");
+        }
+    }
     report.groups_resumed = groups_resumed;
     report.folders_waited = folders_waited;
     report.units_resumed = run.units_resumed.load(Ordering::Relaxed) as u64;
