@@ -5,7 +5,7 @@
 #   127.0.0.1 by scripts/test-servers.sh, which downloads and caches them on first
 #   use and always stops them, even when a test fails.
 # With CI=true (CI sets it) or BACKFILL_COLD_CHECK=1 it also runs
-# scripts/cold-start-check.sh: the servers from an empty temporary cache (~270 MB
+# scripts/cold-start-check.sh: the servers from an empty temporary cache (~350 MB
 # downloaded again), the path a new machine takes; otherwise it says it skipped it.
 # This is the command .ci/run calls.
 set -euo pipefail
@@ -27,7 +27,7 @@ if [ "${CI:-}" = true ] || [ "${BACKFILL_COLD_CHECK:-}" = 1 ]; then
     cold="passed"
 else
     cold="SKIPPED"
-    printf 'test.sh: cold-start check SKIPPED (runs when CI=true or BACKFILL_COLD_CHECK=1; alone: scripts/cold-start-check.sh, ~270 MB download)\n' >&2
+    printf 'test.sh: cold-start check SKIPPED (runs when CI=true or BACKFILL_COLD_CHECK=1; alone: scripts/cold-start-check.sh, ~350 MB download)\n' >&2
 fi
 step "tests, with real HDFS and S3"
 scripts/test-servers.sh -- cargo test --locked
