@@ -165,7 +165,15 @@ pub struct GenOptions {
     pub table_revision_rate: f64,
     /// Share of good records carrying 1–3 histograms the definitions do not know.
     pub unknown_histogram_rate: f64,
+    /// When not 0, records cycle through this many distinct partitions (reasons,
+    /// apps, channels and builds enumerated, at most [`SPREAD_MAX`]) instead of the
+    /// population's skew: with as many records per file, each part file touches
+    /// that many partitions, as production day folders do (thousands per file).
+    pub spread: usize,
 }
+
+/// The largest [`GenOptions::spread`]: 2 reasons × 9 apps and channels × 200 builds.
+pub const SPREAD_MAX: usize = 2 * 9 * 200;
 
 impl Default for GenOptions {
     fn default() -> Self {
@@ -177,6 +185,7 @@ impl Default for GenOptions {
             duplicate_rate: 0.002,
             table_revision_rate: 0.01,
             unknown_histogram_rate: 0.25,
+            spread: 0,
         }
     }
 }
@@ -328,6 +337,8 @@ pub struct RecordGen<'m> {
     opts: GenOptions,
     rng: Rng,
     recent_ids: VecDeque<String>,
+    /// Records made so far (for [`GenOptions::spread`]).
+    made: usize,
 }
 
 impl<'m> RecordGen<'m> {
@@ -345,6 +356,7 @@ impl<'m> RecordGen<'m> {
             opts,
             rng: Rng::new(seed),
             recent_ids: VecDeque::new(),
+            made: 0,
         }
     }
 
@@ -377,6 +389,10 @@ impl<'m> RecordGen<'m> {
         }
 
         let mut spec = self.population.spec(rng, day, self.opts.histograms);
+        if self.opts.spread > 0 {
+            spread(&mut spec, self.made % self.opts.spread.min(SPREAD_MAX), day);
+        }
+        self.made += 1;
         let mut dropped = 0;
         match fault {
             None => {
@@ -503,6 +519,29 @@ impl<'m> RecordGen<'m> {
             .collect();
         schema.partition(&finals)
     }
+}
+
+/// Sets the dimensions of partition number `k` of [`GenOptions::spread`]: every `k`
+/// below [`SPREAD_MAX`] is a distinct partition of the same day.
+fn spread(spec: &mut PayloadSpec, k: usize, day: i64) {
+    const PAIRS: [(App, Channel); 9] = [
+        (App::Firefox, Channel::Nightly),
+        (App::Firefox, Channel::Aurora),
+        (App::Firefox, Channel::Beta),
+        (App::Fennec, Channel::Nightly),
+        (App::Fennec, Channel::Aurora),
+        (App::Fennec, Channel::Beta),
+        (App::Thunderbird, Channel::Nightly),
+        (App::Thunderbird, Channel::Aurora),
+        (App::Thunderbird, Channel::Beta),
+    ];
+    spec.reason = ["saved-session", "idle-daily"][k % 2].to_string();
+    let (app, channel) = PAIRS[k / 2 % PAIRS.len()];
+    let build = calendar::build_before(app, channel, day, k / 2 / PAIRS.len());
+    spec.app = app;
+    spec.channel = channel;
+    spec.version = build.version;
+    spec.build_id = build.build_id;
 }
 
 /// A random doc id: a version-4 UUID, some starting `89`/`8a` (salt byte tab or

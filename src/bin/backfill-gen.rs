@@ -49,6 +49,11 @@ struct Args {
     /// Mean number of histograms per payload.
     #[arg(long, default_value_t = GenOptions::default().histograms)]
     histograms: usize,
+    /// Cycle each file's records through this many distinct partitions (at most
+    /// 3600) instead of the realistic skew: with as many --records-per-file, every
+    /// part file touches that many partitions, like production day folders.
+    #[arg(long, default_value_t = 0)]
+    partitions_per_file: usize,
     /// Write into a non-empty OUT_DIR, overwriting files (others are left alone).
     #[arg(long)]
     force: bool,
@@ -128,6 +133,12 @@ fn is_empty_dir(p: &Path) -> Result<bool> {
 
 fn run(args: &Args) -> Result<String> {
     let compression = compression(args.codec, args.compression)?;
+    if args.partitions_per_file > backfill::gen::SPREAD_MAX {
+        bail!(
+            "--partitions-per-file is at most {}",
+            backfill::gen::SPREAD_MAX
+        );
+    }
     if !args.force && !is_empty_dir(&args.out_dir)? {
         bail!(
             "{} is not empty (use --force to overwrite files in it)",
@@ -146,6 +157,7 @@ fn run(args: &Args) -> Result<String> {
         options: GenOptions {
             reject_rates: RejectRates::default().with_total(args.reject_rate),
             histograms: args.histograms,
+            spread: args.partitions_per_file,
             ..GenOptions::default()
         },
     };

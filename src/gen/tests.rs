@@ -382,3 +382,29 @@ fn datasets_read_back_to_their_records() {
         assert!(ds.text_dumps() > 0);
     }
 }
+
+/// `spread` makes every file touch that many partitions, and each of its records
+/// still gets its intended outcome from the converter.
+#[test]
+fn spread_touches_as_many_partitions_per_file() {
+    let mut c = Converter::new(mappings());
+    for n in [1, 7, SPREAD_MAX] {
+        let opts = GenOptions {
+            histograms: 1,
+            reject_rates: RejectRates::none(),
+            neighbour_day_rate: 0.0,
+            table_revision_rate: 0.0,
+            spread: n,
+            ..GenOptions::default()
+        };
+        let mut gen = RecordGen::new(mappings(), 3, opts);
+        let day = calendar::parse_day("2013-10-11").unwrap();
+        let mut parts = HashSet::new();
+        for _ in 0..n {
+            let r = gen.record(day, Framing::SequenceFile);
+            check(&mut c, &r);
+            parts.insert(r.partition.unwrap());
+        }
+        assert_eq!(parts.len(), n);
+    }
+}
