@@ -8,16 +8,25 @@
 //! gets at most ceil(bytes / target) objects from a group, and pieces are cut at a
 //! fraction of the target so objects overshoot it by little.
 
+use super::index::{Merge, PieceAt};
 use super::manifest::{
     errors_prefix, intent_key, manifest_key, staging_prefix, GroupManifest, Intent, ObjectEntry,
     PieceCodec, PieceKind, Stats, UnitManifest, UnitRef, FORMAT,
 };
 use super::plan::Selection;
 use crate::store::{ObjectWriter, Pending, Store};
-use rayon::prelude::*;
 use sha2::Digest;
-use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Pieces of ready partitions assembly holds at most before it stops merging and
+/// writes them (about 40 bytes each, so 5 MiB), largest partition first. A folder
+/// under it (the benchmark's, every folder of a few hundred units) is merged whole
+/// before the first object, as when every piece list was in memory; a larger one
+/// is written in windows of partitions in name order, largest first in each.
+pub const WINDOW_PIECES: usize = 1 << 17;
 
 /// What assembly needs.
 pub struct AssembleCtx<'a> {
@@ -45,15 +54,6 @@ pub fn object_key(partition: &str, job: &str, group: &str, n: usize) -> String {
     format!("{partition}.{job}-{group}-{n}.xz")
 }
 
-struct PieceRef<'u> {
-    unit: &'u UnitManifest,
-    offset: u64,
-    len: u64,
-    records: u64,
-    raw_bytes: u64,
-    codec: PieceCodec,
-}
-
 /// Objects written for one partition, each with what publishes it.
 type Written = Vec<(ObjectEntry, Option<Pending>)>;
 
@@ -79,7 +79,7 @@ impl Write for Hashing {
 /// size, and each object is compressed as one xz stream.
 /// A partition's pieces cut into objects: each closed once it reaches `target`
 /// uncompressed bytes.
-fn parts<'p, 'u>(pieces: &'p [PieceRef<'u>], target: u64) -> Vec<&'p [PieceRef<'u>]> {
+fn parts(pieces: &[PieceAt], target: u64) -> Vec<&[PieceAt]> {
     let mut groups = Vec::new();
     let mut start = 0;
     let mut raw = 0;
@@ -96,8 +96,9 @@ fn parts<'p, 'u>(pieces: &'p [PieceRef<'u>], target: u64) -> Vec<&'p [PieceRef<'
 
 fn write_objects(
     ctx: &AssembleCtx<'_>,
+    units: &[UnitManifest],
     partition: &str,
-    pieces: &[PieceRef<'_>],
+    pieces: &[PieceAt],
     key_for: &dyn Fn(usize) -> String,
 ) -> io::Result<Written> {
     let groups = parts(pieces, ctx.target_size);
@@ -116,8 +117,9 @@ fn write_objects(
         super::xz::with_encoder(|enc| -> io::Result<()> {
             enc.start(raw, ctx.xz_preset)?;
             for p in group {
+                let pieces_key = &units[p.unit as usize].pieces_key;
                 ctx.staging
-                    .read_range_into(&p.unit.pieces_key, p.offset, p.len, &mut bytes)?;
+                    .read_range_into(pieces_key, p.offset, p.len, &mut bytes)?;
                 if p.codec == PieceCodec::Raw {
                     enc.write(&bytes, &mut writer)?;
                     continue;
@@ -129,15 +131,11 @@ fn write_objects(
                     &mut plain,
                 )
                 .map_err(|e| {
-                    io::Error::other(format!(
-                        "staged piece of {} at {}: {e}",
-                        p.unit.pieces_key, p.offset
-                    ))
+                    io::Error::other(format!("staged piece of {pieces_key} at {}: {e}", p.offset))
                 })?;
                 if n != plain.len() {
                     return Err(io::Error::other(format!(
-                        "staged piece of {} at {} holds {n} bytes, expected {}",
-                        p.unit.pieces_key,
+                        "staged piece of {pieces_key} at {} holds {n} bytes, expected {}",
                         p.offset,
                         plain.len()
                     )));
@@ -168,45 +166,184 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// Assembles a group from its unit manifests (in unit order) and commits it.
+/// A partition merged and waiting for a thread, largest first (ties: name order).
+struct Ready {
+    raw: u64,
+    n: usize,
+    partition: String,
+    pieces: Vec<PieceAt>,
+}
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw.cmp(&other.raw).then(other.n.cmp(&self.n))
+    }
+}
+
+/// The merge over the units' piece indexes (see [`super::index`]).
+fn merge<'s>(ctx: &AssembleCtx<'s>, units: &'s [UnitManifest]) -> io::Result<Merge<'s>> {
+    let mut refs = Vec::with_capacity(units.len());
+    for u in units {
+        let index = u.index.as_ref().ok_or_else(|| {
+            io::Error::other(format!("unit checkpoint of {} has no piece index", u.file))
+        })?;
+        refs.push((u.pieces_key.as_str(), index));
+    }
+    Merge::new(ctx.staging, refs)
+}
+
+/// Writes the objects of every partition, reading the partitions from `merge` in
+/// name order and writing them on the current rayon pool, at most
+/// [`WINDOW_PIECES`] pieces of merged partitions waiting at a time (the biggest
+/// first); stops at the error pieces. Returns each partition's objects in
+/// partition order.
+fn write_partitions(
+    ctx: &AssembleCtx<'_>,
+    group: &str,
+    units: &[UnitManifest],
+    merge: &mut Merge<'_>,
+) -> io::Result<Vec<Written>> {
+    // The ready partitions and the pieces they hold.
+    let window: Mutex<(BinaryHeap<Ready>, usize)> = Mutex::new((BinaryHeap::new(), 0));
+    let written: Mutex<Vec<(usize, Written)>> = Mutex::new(Vec::new());
+    let failure: Mutex<Option<io::Error>> = Mutex::new(None);
+    let failed = AtomicBool::new(false);
+    let take = || {
+        let mut w = window.lock().unwrap();
+        let r = w.0.pop();
+        if let Some(r) = &r {
+            w.1 -= r.pieces.len();
+        }
+        r
+    };
+    let work = |r: Ready| {
+        if failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let key_for = |n| object_key(&r.partition, ctx.job, group, n);
+        match write_objects(ctx, units, &r.partition, &r.pieces, &key_for) {
+            Ok(w) => written.lock().unwrap().push((r.n, w)),
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                failure.lock().unwrap().get_or_insert(e);
+            }
+        }
+    };
+    let (take, work) = (&take, &work);
+    rayon::in_place_scope(|scope| -> io::Result<()> {
+        // Partitions merged and not yet handed to a task: tasks start when the
+        // window is full or the merge is done, so a folder that fits goes largest
+        // first throughout.
+        let mut unspawned = 0;
+        let mut n = 0;
+        let mut pieces = Vec::new();
+        while !failed.load(Ordering::SeqCst) {
+            let next = merge.next(&mut pieces).inspect_err(|_| {
+                // The tasks already spawned drop what they take.
+                failed.store(true, Ordering::SeqCst);
+            })?;
+            let Some((kind, partition)) = next else {
+                break;
+            };
+            if kind == PieceKind::Errors {
+                break;
+            }
+            let ready = Ready {
+                raw: pieces.iter().map(|p| p.raw_bytes).sum(),
+                n,
+                partition,
+                pieces: std::mem::take(&mut pieces),
+            };
+            n += 1;
+            {
+                let mut w = window.lock().unwrap();
+                w.1 += ready.pieces.len();
+                w.0.push(ready);
+            }
+            unspawned += 1;
+            if window.lock().unwrap().1 >= WINDOW_PIECES {
+                for _ in 0..std::mem::take(&mut unspawned) {
+                    scope.spawn(move |_| {
+                        if let Some(r) = take() {
+                            work(r);
+                        }
+                    });
+                }
+                // This thread writes too until the window has room again.
+                while window.lock().unwrap().1 >= WINDOW_PIECES {
+                    match take() {
+                        Some(r) => work(r),
+                        None => break,
+                    }
+                }
+            }
+        }
+        for _ in 0..unspawned {
+            scope.spawn(move |_| {
+                if let Some(r) = take() {
+                    work(r);
+                }
+            });
+        }
+        Ok(())
+    })?;
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    let mut written = written.into_inner().unwrap();
+    written.sort_unstable_by_key(|(n, _)| *n);
+    Ok(written.into_iter().map(|(_, w)| w).collect())
+}
+
+/// Assembles a group from its unit checkpoints (in unit order) and commits it.
+///
+/// Memory: the units' checkpoints without their pieces, the merge's buffers
+/// ([`super::index::MERGE_BUFFERS`]), at most [`WINDOW_PIECES`] pieces of merged
+/// partitions, the error pieces, and the group's object list; never every unit's
+/// pieces at once.
 pub fn assemble(
     ctx: &AssembleCtx<'_>,
     group: &str,
     dir: &str,
     units: &[UnitManifest],
 ) -> io::Result<GroupManifest> {
-    let mut by_partition: BTreeMap<&str, Vec<PieceRef<'_>>> = BTreeMap::new();
-    let mut errors = Vec::new();
     let mut stats = Stats::default();
     let mut staged_bytes = 0;
     for u in units {
         stats.add(&u.stats);
-        for p in &u.pieces {
-            staged_bytes += p.len;
-            let r = PieceRef {
-                unit: u,
-                offset: p.offset,
-                len: p.len,
-                records: p.records,
-                raw_bytes: p.raw_bytes,
-                codec: p.codec,
-            };
-            match p.kind {
-                PieceKind::Records => by_partition.entry(&p.partition).or_default().push(r),
-                PieceKind::Errors => errors.push(r),
-            }
-        }
+        // The pieces tile the pieces file up to the index.
+        staged_bytes += u.index.as_ref().map_or(0, |i| i.offset);
     }
-    let parts_of: Vec<(&str, Vec<PieceRef<'_>>)> = by_partition.into_iter().collect();
     let errors_base = format!("{}{group}", errors_prefix(ctx.job));
     // Every key about to be published, recorded before the first one is (see
-    // `Intent`).
+    // `Intent`): a first pass over the merge, counting each partition's objects.
     let mut keys = Vec::new();
-    for (partition, pieces) in &parts_of {
-        for n in 0..parts(pieces, ctx.target_size).len() {
-            keys.push(object_key(partition, ctx.job, group, n));
+    let mut errors = Vec::new();
+    let mut pieces = Vec::new();
+    let mut first = merge(ctx, units)?;
+    while let Some((kind, partition)) = first.next(&mut pieces)? {
+        match kind {
+            PieceKind::Records => {
+                for n in 0..parts(&pieces, ctx.target_size).len() {
+                    keys.push(object_key(&partition, ctx.job, group, n));
+                }
+                pieces.clear();
+            }
+            PieceKind::Errors => errors = std::mem::take(&mut pieces),
         }
     }
+    drop(first);
     for n in 0..parts(&errors, ctx.target_size).len() {
         keys.push(format!("{errors_base}-{n}.jsonl.xz"));
     }
@@ -222,31 +359,11 @@ pub fn assemble(
         &intent_key,
         &serde_json::to_vec(&intent).map_err(io::Error::other)?,
     )?;
-    let parts = parts_of;
-    // Largest partitions first, one task each: a day's few big partitions would
-    // otherwise be left to one thread at the end (the last folder's assembly is all
-    // that runs then). Objects do not depend on the order; the manifest keeps
-    // partition order.
-    let mut order: Vec<(u64, usize)> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, pieces))| (pieces.iter().map(|p| p.raw_bytes).sum(), i))
-        .collect();
-    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut written: Vec<(usize, Written)> = order
-        .par_iter()
-        .with_max_len(1)
-        .map(|&(_, i)| {
-            let (partition, pieces) = &parts[i];
-            let objects = write_objects(ctx, partition, pieces, &|n| {
-                object_key(partition, ctx.job, group, n)
-            })?;
-            Ok((i, objects))
-        })
-        .collect::<io::Result<_>>()?;
-    written.sort_unstable_by_key(|(i, _)| *i);
-    let objects = written.into_iter().map(|(_, objects)| objects);
-    let errors = write_objects(ctx, "", &errors, &|n| format!("{errors_base}-{n}.jsonl.xz"))?;
+    drop(intent);
+    let objects = write_partitions(ctx, group, units, &mut merge(ctx, units)?)?;
+    let errors = write_objects(ctx, units, "", &errors, &|n| {
+        format!("{errors_base}-{n}.jsonl.xz")
+    })?;
     // Every object of the group becomes visible at once, durably, before the
     // manifest that commits them.
     let mut pending = Vec::new();
@@ -258,7 +375,7 @@ pub fn assemble(
             })
             .collect()
     };
-    let objects: Vec<ObjectEntry> = objects.flat_map(&mut split).collect();
+    let objects: Vec<ObjectEntry> = objects.into_iter().flat_map(&mut split).collect();
     let errors = split(errors);
     if (ctx.lease_lost)() {
         return Err(io::Error::other(format!(

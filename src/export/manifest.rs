@@ -214,6 +214,18 @@ pub enum PieceCodec {
     Raw,
 }
 
+/// Where a unit's piece index lies in its pieces file: after the pieces, so its
+/// offset is also the bytes the pieces take (see [`super::index`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexRef {
+    /// Offset of the index in the pieces file.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// Pieces it lists.
+    pub pieces: u64,
+}
+
 /// One piece of a unit's staged pieces file: lines of one partition (or errors).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Piece {
@@ -251,12 +263,18 @@ pub struct UnitManifest {
     pub file_size: u64,
     /// Key of the pieces file.
     pub pieces_key: String,
-    /// CRC-32 of the pieces file, checked before a checkpoint is reused. Staging is
-    /// transient and only needs to catch damage, and a CRC costs a tenth of the
-    /// sha256 it replaced (1.3% of the export's CPU); objects keep their sha256.
+    /// CRC-32 of the pieces file (its index included), checked before a checkpoint
+    /// is reused. Staging is transient and only needs to catch damage, and a CRC
+    /// costs a tenth of the sha256 it replaced (1.3% of the export's CPU); objects
+    /// keep their sha256.
     pub pieces_crc32: u32,
-    /// The pieces, in write order.
-    pub pieces: Vec<Piece>,
+    /// Where the index of the pieces lies, at the end of the pieces file. The
+    /// pieces are not listed here: a folder keeps its units' checkpoints in memory
+    /// until it is assembled, and 2,000 units × 3,000 partitions of pieces would
+    /// be a gigabyte. Checkpoints written before the index existed listed their
+    /// pieces here and have none: they are redone.
+    #[serde(default)]
+    pub index: Option<IndexRef>,
     /// The unit's counts.
     pub stats: Stats,
     /// The days it exported.

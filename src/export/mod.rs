@@ -21,6 +21,7 @@
 
 pub mod assemble;
 pub mod errors;
+pub mod index;
 pub mod lease;
 pub mod manifest;
 pub mod plan;
@@ -721,7 +722,12 @@ impl Run<'_> {
             Ok(m) => m,
             Err(_) => return Ok(None),
         };
-        if m.format != FORMAT || m.pieces_key != pieces_key || m.selection != g.selection {
+        // A checkpoint without a piece index was written by an older version.
+        if m.format != FORMAT
+            || m.pieces_key != pieces_key
+            || m.selection != g.selection
+            || m.index.is_none()
+        {
             return Ok(None);
         }
         if m.file_size != u.file_size {

@@ -9,9 +9,10 @@
 //! a unit's pieces are the same bytes on every run.
 
 use super::errors::ErrorRecord;
+use super::index;
 use super::manifest::{
-    short_hash, staging_prefix, Piece, PieceCodec, PieceKind, Stats, UnitManifest, Unreadable,
-    FORMAT,
+    short_hash, staging_prefix, IndexRef, Piece, PieceCodec, PieceKind, Stats, UnitManifest,
+    Unreadable, FORMAT,
 };
 use super::plan::{DayClass, Selection};
 use crate::core::body::{self, Container};
@@ -281,18 +282,29 @@ impl Stager {
         Ok(())
     }
 
-    /// Flushes everything left, partitions in name order, errors last.
-    fn finish(mut self) -> io::Result<(Vec<Piece>, u32)> {
+    /// Flushes everything left, partitions in name order, errors last, then the
+    /// index of the pieces (sorted by partition, see [`super::index`]).
+    fn finish(mut self) -> io::Result<(Vec<Piece>, IndexRef, u32)> {
         let mut names: Vec<String> = self.parts.keys().cloned().collect();
         names.sort();
         for p in names {
             self.flush_partition(&p)?;
         }
         self.flush_errors()?;
-        self.writer.commit()?;
         let arena = std::mem::take(&mut self.arena);
         ARENA.with(|a| a.set(arena));
-        Ok((self.pieces, self.hasher.finalize()))
+        let mut pieces = self.pieces;
+        index::sort(&mut pieces);
+        let bytes = index::encode(&pieces);
+        self.writer.write_all(&bytes)?;
+        self.hasher.update(&bytes);
+        self.writer.commit()?;
+        let index = IndexRef {
+            offset: self.written,
+            len: bytes.len() as u64,
+            pieces: pieces.len() as u64,
+        };
+        Ok((pieces, index, self.hasher.finalize()))
     }
 }
 
@@ -314,7 +326,7 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
     );
     let mut stats = Stats::default();
     read_unit(ctx, unit, &mut stager, &mut stats)?;
-    let (pieces, pieces_crc32) = stager.finish()?;
+    let (_, index, pieces_crc32) = stager.finish()?;
     let manifest = UnitManifest {
         format: FORMAT.to_string(),
         file: unit.file.clone(),
@@ -323,7 +335,7 @@ pub fn process(ctx: &UnitCtx<'_>, unit: &UnitSpec) -> io::Result<UnitManifest> {
         file_size: unit.file_size,
         pieces_key,
         pieces_crc32,
-        pieces,
+        index: Some(index),
         stats,
         selection: ctx.selection.clone(),
     };
@@ -695,9 +707,24 @@ mod tests {
                 st.parts.values().map(|b| b.bytes).sum::<u64>() + st.errors.bytes
             );
         }
-        let (pieces, crc) = st.finish().unwrap();
+        let (sorted, index, crc) = st.finish().unwrap();
         let file = file.lock().unwrap();
         assert_eq!(crc, crc32fast::hash(&file));
+        // The index closes the file, and lists the pieces sorted by partition.
+        assert_eq!(index.offset + index.len, file.len() as u64);
+        assert_eq!(index.pieces, sorted.len() as u64);
+        assert_eq!(
+            index::encode(&sorted),
+            &file[index.offset as usize..],
+            "the index is the sorted pieces"
+        );
+        // Back in write order (by offset) to check they tile the file.
+        let mut pieces = sorted.clone();
+        pieces.sort_by_key(|p| p.offset);
+        let mut in_order = pieces.clone();
+        index::sort(&mut in_order);
+        assert_eq!(in_order, sorted, "the sort keeps a partition's write order");
+        let file = &file[..index.offset as usize];
         let mut got: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
         let mut at = 0;
         for p in &pieces {

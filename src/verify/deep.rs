@@ -129,7 +129,11 @@ fn stage(
     for m in &manifests {
         s.stats.add(&m.stats);
         let file = tmp.root().join(&m.pieces_key);
-        for p in &m.pieces {
+        let index = m
+            .index
+            .as_ref()
+            .context("a unit staged here has a piece index")?;
+        for p in &crate::export::index::read_all(tmp, &m.pieces_key, index)? {
             anyhow::ensure!(
                 p.codec == PieceCodec::Raw,
                 "a local staging holds raw pieces"
