@@ -17,7 +17,8 @@
 //!
 //! Every name and byte depends only on the input, the mappings and the options, never
 //! on `--jobs` or timing. Memory is bounded by `--jobs` × (unit buffer + one xz
-//! encoder + the largest record) plus assembly's one piece per partition in flight.
+//! encoder + the largest record) plus, per folder, its units' small checkpoints and
+//! assembly's merge of their piece indexes ([`index`]): never units × partitions.
 
 pub mod assemble;
 pub mod errors;
