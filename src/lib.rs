@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod gen;
 pub mod mappings_dir;
 pub mod queue;
+pub mod reprocess;
 pub mod size;
 pub mod source;
 pub mod store;

@@ -134,7 +134,9 @@ fn check_not_nested(source: &str, dest: &str) -> anyhow::Result<()> {
 /// one. Without it the staging is the destination itself, the same store object:
 /// --max-requests and --max-write-rate are one budget for both.
 pub(crate) fn open_destination(
-    a: &ExportArgs,
+    dest: &str,
+    s3: &S3Options,
+    staging_dir: Option<&Path>,
     mappings: &Mappings,
     job: &str,
 ) -> anyhow::Result<(Box<dyn Store>, Option<LocalStore>)> {
@@ -149,8 +151,8 @@ pub(crate) fn open_destination(
         ),
         ("job".to_string(), job.to_string()),
     ]);
-    let dest = open_store(&a.dest, &a.s3, metadata)?;
-    let local_staging = match &a.output.staging_dir {
+    let dest = open_store(dest, s3, metadata)?;
+    let local_staging = match staging_dir {
         Some(d) => {
             Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
         }
@@ -171,17 +173,51 @@ pub fn run(
     let mut opts = export_options(&a.select, &a.output, &mappings)?;
     opts.retry_unreadable = a.retry_unreadable;
     opts.shard = a.shards.shard()?;
-    if a.dry_run {
-        return dry_run(
-            source.as_ref(),
-            &opts,
-            &mappings,
-            &a.dest,
-            a.report.as_deref(),
-        );
+    let target = Target {
+        dest: &a.dest,
+        s3: &a.s3,
+        staging_dir: a.output.staging_dir.as_deref(),
+        report: a.report.as_deref(),
+        dry_run: a.dry_run,
+        // Converted JSON is about 0.65 of the input and xz -1 shrinks it about
+        // 5.75x on real payloads (BENCHMARKS.md); other presets are in the same range.
+        out_per_in: 0.65 / 5.75,
+    };
+    drive(&mappings, source.as_ref(), &opts, &target, quiet, bar)
+}
+
+/// Where a run of the pipeline writes, and how it reports.
+pub(crate) struct Target<'a> {
+    /// DEST as given.
+    pub dest: &'a str,
+    /// S3 settings of DEST.
+    pub s3: &'a S3Options,
+    /// `--staging-dir`.
+    pub staging_dir: Option<&'a Path>,
+    /// `--report`.
+    pub report: Option<&'a Path>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// Bytes of objects per source byte, for the dry run's estimate.
+    pub out_per_in: f64,
+}
+
+/// Runs the pipeline (an export, or a reprocess: `opts` says which) from `source`
+/// into the target, with the progress bar, signals, report and summary every such
+/// command has; returns the exit code.
+pub(crate) fn drive(
+    mappings: &Mappings,
+    source: &dyn Source,
+    opts: &ExportOptions,
+    t: &Target<'_>,
+    quiet: bool,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<i32> {
+    if t.dry_run {
+        return dry_run(source, opts, mappings, t);
     }
-    let job = export::job_spec(&opts, &mappings).id();
-    let (dest, local_staging) = open_destination(a, &mappings, &job)?;
+    let job = export::job_spec(opts, mappings).id();
+    let (dest, local_staging) = open_destination(t.dest, t.s3, t.staging_dir, mappings, &job)?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),
@@ -198,22 +234,19 @@ pub fn run(
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_SIGNAL, Arc::clone(&stop))?;
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "export starting");
+    let what = if opts.reprocess.is_some() {
+        "reprocess"
+    } else {
+        "export"
+    };
+    tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "{what} starting");
     let export::Outcome {
         report,
         interrupted,
-    } = export::export(
-        &mappings,
-        source.as_ref(),
-        dest.as_ref(),
-        staging,
-        &opts,
-        bar,
-        &stop,
-    );
+    } = export::export(mappings, source, dest.as_ref(), staging, opts, bar, &stop);
     bar.finish_and_clear();
     // The report is written on every way out, saying how far the job got.
-    if let Some(p) = &a.report {
+    if let Some(p) = t.report {
         write_json(p, &report)?;
     }
     let code = if report.error.is_none() && (interrupted || stop.load(Ordering::SeqCst)) {
@@ -256,6 +289,31 @@ pub fn summary(r: &Report, interrupted: bool) {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         eprintln!("rejected by reason: {}", reasons.join(", "));
+    }
+    if let Some(m) = &r.moved {
+        let c = &r.stats.changes;
+        let by = |x: &BTreeMap<String, u64>| {
+            x.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!(
+            "changes: {} records unchanged, {} re-serialised, {} moved between {} pairs of partitions",
+            c.unchanged, c.rewritten, m.records, m.pairs
+        );
+        for p in m.largest.iter().take(5) {
+            eprintln!("  moved {} records: {} -> {}", p.records, p.from, p.to);
+        }
+        if !c.accepted_from_errors.is_empty() {
+            eprintln!(
+                "accepted from the error output, by old reason: {}",
+                by(&c.accepted_from_errors)
+            );
+        }
+        if !c.newly_rejected.is_empty() {
+            eprintln!("rejected now, by reason: {}", by(&c.newly_rejected));
+        }
     }
     for u in &r.stats.unreadable {
         eprintln!(
@@ -302,14 +360,12 @@ fn dry_run(
     source: &dyn Source,
     opts: &ExportOptions,
     mappings: &Mappings,
-    dest: &str,
-    report: Option<&Path>,
+    t: &Target<'_>,
 ) -> anyhow::Result<i32> {
+    let (dest, report) = (t.dest, t.report);
     let s = export::survey(source, opts)?;
     let spec = export::job_spec(opts, mappings);
-    // Converted JSON is about 0.65 of the input and xz -1 shrinks it about 5.75x on
-    // real payloads (BENCHMARKS.md); other presets are in the same range.
-    let est = (s.bytes as f64 * 0.65 / 5.75) as u64;
+    let est = (s.bytes as f64 * t.out_per_in) as u64;
     let days: Vec<String> = s.days.iter().map(|d| d.to_string()).collect();
     let plan = serde_json::json!({
         "dry_run": true,

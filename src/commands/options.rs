@@ -67,9 +67,10 @@ pub struct OutputArgs {
     /// Worker threads (default: all cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Name of the job; a destination can hold several jobs with different names.
-    #[arg(long, default_value = "export", value_name = "NAME")]
-    pub job_name: String,
+    /// Name of the job; a destination can hold several jobs with different names
+    /// [default: export; for reprocess, reprocess-v<N> with N its --layout-version].
+    #[arg(long, value_name = "NAME")]
+    pub job_name: Option<String>,
     /// xz preset of the objects, 0 (fastest) to 9 (smallest). The old live system used 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub xz_preset: u32,
@@ -112,7 +113,7 @@ pub fn export_options(
     mappings: &Mappings,
 ) -> anyhow::Result<ExportOptions> {
     Ok(ExportOptions {
-        job_name: out.job_name.clone(),
+        job_name: out.job_name.clone().unwrap_or_else(|| "export".into()),
         jobs: out
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -129,5 +130,6 @@ pub fn export_options(
         retry_unreadable: false,
         shard: None,
         only_folder: None,
+        reprocess: None,
     })
 }

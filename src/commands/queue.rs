@@ -428,7 +428,13 @@ fn do_message(
         );
     }
     let source = open_source(&e.source, &e.hdfs)?;
-    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
+    let (dest, local_staging) = open_destination(
+        &e.dest,
+        &e.s3,
+        e.output.staging_dir.as_deref(),
+        &mappings,
+        &work.job,
+    )?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),
@@ -460,7 +466,13 @@ fn sweep_job(w: &Work) -> anyhow::Result<String> {
     };
     let (work, mappings, e, _filter) = parse_work(&m, None)?;
     let opts = export_options(&e.select, &e.output, &mappings)?;
-    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
+    let (dest, local_staging) = open_destination(
+        &e.dest,
+        &e.s3,
+        e.output.staging_dir.as_deref(),
+        &mappings,
+        &work.job,
+    )?;
     let staging: &dyn Store = match &local_staging {
         Some(s) => s,
         None => dest.as_ref(),

@@ -26,6 +26,11 @@ pub struct ErrorRecord {
     pub tool_version: String,
     /// Mappings version.
     pub mappings_version: String,
+    /// Set for a record of the new store (`reprocess`): its submission day, from
+    /// the partition name it was stored under; the key is then its doc id, and the
+    /// value its JSON. Absent for legacy records, whose key holds the day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
 }
 
 impl ErrorRecord {
@@ -50,6 +55,7 @@ impl ErrorRecord {
             value_b64: b64.encode(value),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             mappings_version: mappings_version.to_string(),
+            day: None,
         }
     }
 

@@ -91,9 +91,18 @@ impl Selection {
         match day {
             None if self.covered.is_empty() => DayClass::Selected,
             None => DayClass::Covered,
-            Some(d) if self.covered.iter().any(|c| c.contains(d)) => DayClass::Covered,
-            Some(d) if self.window.contains(d) => DayClass::Selected,
-            Some(_) => DayClass::Outside,
+            Some(d) => self.classify_day(d),
+        }
+    }
+
+    /// Classifies a record of submission day `day` (`yyyyMMdd` as a number).
+    pub fn classify_day(&self, day: u32) -> DayClass {
+        if self.covered.iter().any(|c| c.contains(day)) {
+            DayClass::Covered
+        } else if self.window.contains(day) {
+            DayClass::Selected
+        } else {
+            DayClass::Outside
         }
     }
 }
