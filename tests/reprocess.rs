@@ -12,37 +12,21 @@ const DAYS: [&str; 2] = ["20131010", "20131011"];
 /// reasons), and with `no_revision` every 7th good one has no `info.revision`
 /// (so the shipped revision table leaves it `missing_revision`).
 fn dataset(root: &Path, no_revision: bool) -> Vec<Rec> {
-    let mut all = Vec::new();
-    let mut n = 0;
-    for day in DAYS {
-        for f in 0..2 {
-            let recs: Vec<Rec> = (0..40)
-                .map(|i| {
-                    n += 1;
-                    if i % 9 == 4 {
-                        bad(n, day)
-                    } else if no_revision && i % 7 == 3 {
-                        let mut r = good(n, day);
-                        let v = String::from_utf8(r.value).unwrap();
-                        r.value = v
-                            .replace(&format!(r#","revision":"{REV}""#), "")
-                            .into_bytes();
-                        r.expect = Err("missing_revision");
-                        r
-                    } else {
-                        good(n, day)
-                    }
-                })
-                .collect();
-            write_seq(
-                &day_dir(root, day).join(format!("part-m-{f:05}")),
-                &recs,
-                BLOCK,
-            );
-            all.extend(recs);
+    write_days(root, &DAYS, 2, 40, |n, i, day| {
+        if i % 9 == 4 {
+            bad(n, day)
+        } else if no_revision && i % 7 == 3 {
+            let mut r = good(n, day);
+            let v = String::from_utf8(r.value).unwrap();
+            r.value = v
+                .replace(&format!(r#","revision":"{REV}""#), "")
+                .into_bytes();
+            r.expect = Err("missing_revision");
+            r
+        } else {
+            good(n, day)
         }
-    }
-    all
+    })
 }
 
 /// Runs `backfill [--mappings M] reprocess FROM TO -q --report R ARGS`; returns the

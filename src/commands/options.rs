@@ -7,6 +7,7 @@ use crate::core::schema::Filter;
 use crate::export::plan::DayWindow;
 use crate::export::ExportOptions;
 use crate::size::parse_size;
+use crate::store::s3::S3Options;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use std::path::PathBuf;
@@ -132,4 +133,97 @@ pub fn export_options(
         only_folder: None,
         reprocess: None,
     })
+}
+
+/// What every command that runs the pipeline into a destination (`export`,
+/// `reprocess`) takes besides its source and destination: defined once.
+#[derive(Args, Debug, Clone)]
+pub struct JobArgs {
+    /// Write the run report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Show what would be read (files, bytes, days, estimated output) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Which records.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Scale-out.
+    #[command(flatten)]
+    pub shards: ShardArgs,
+    /// How they are written.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl JobArgs {
+    /// Where and how the run writes: into `dest`, with `out_per_in` object bytes per
+    /// source byte for the dry run's estimate.
+    pub fn target<'a>(
+        &'a self,
+        dest: &'a str,
+        s3: &'a S3Options,
+        out_per_in: f64,
+    ) -> super::export::Target<'a> {
+        super::export::Target {
+            dest,
+            s3,
+            staging_dir: self.output.staging_dir.as_deref(),
+            report: self.report.as_deref(),
+            dry_run: self.dry_run,
+            out_per_in,
+        }
+    }
+}
+
+/// Array jobs of a batch scheduler: each task takes a share of the folders.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Scale-out")]
+pub struct ShardArgs {
+    /// Export only share I of N of the folders (by a hash of each folder's name):
+    /// N runs side by side into one DEST, on one machine or many, give the store
+    /// one run gives. Each run's report describes the whole job as far as it is
+    /// committed; the last to finish sweeps.
+    #[arg(long, value_name = "I/N", value_parser = crate::export::plan::parse_shard, conflicts_with = "shards")]
+    pub shard: Option<(u32, u32)>,
+    /// Export share I of N, I taken from the array job's index: JOB_COMPLETION_INDEX
+    /// (Kubernetes Indexed Jobs), AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch) or
+    /// SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN (Slurm).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The share, from the flags and the scheduler's environment.
+    pub fn shard(&self) -> anyhow::Result<Option<(u32, u32)>> {
+        if let Some(s) = self.shard {
+            return Ok(Some(s));
+        }
+        let Some(n) = self.shards else {
+            return Ok(None);
+        };
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let index = if let Some(v) = var("JOB_COMPLETION_INDEX") {
+            ("JOB_COMPLETION_INDEX", v.parse::<u32>().ok())
+        } else if let Some(v) = var("AWS_BATCH_JOB_ARRAY_INDEX") {
+            ("AWS_BATCH_JOB_ARRAY_INDEX", v.parse().ok())
+        } else if let Some(v) = var("SLURM_ARRAY_TASK_ID") {
+            let min = var("SLURM_ARRAY_TASK_MIN")
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0);
+            (
+                "SLURM_ARRAY_TASK_ID",
+                v.parse::<u32>().ok().and_then(|i| i.checked_sub(min)),
+            )
+        } else {
+            bail!("--shards {n} needs the task's index: set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID, or give --shard I/{n}");
+        };
+        match index {
+            (_, Some(i)) if i < n => Ok(Some((i, n))),
+            (k, _) => bail!(
+                "{k}={} is not an index below --shards {n}",
+                var(k).unwrap_or_default()
+            ),
+        }
+    }
 }

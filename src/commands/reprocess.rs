@@ -1,8 +1,8 @@
 //! `backfill reprocess`: arguments, and the run through the export's pipeline with a
 //! store of the new layout as its source (see [`crate::reprocess`]).
 
-use super::export::{drive, ShardArgs, Target};
-use super::options::{export_options, OutputArgs, SelectArgs};
+use super::export::drive;
+use super::options::{export_options, JobArgs, OutputArgs, SelectArgs};
 use super::{local_path, open_existing};
 use crate::core::mappings::Mappings;
 use crate::export::manifest::ReprocessSpec;
@@ -11,7 +11,6 @@ use crate::reprocess::StoreSource;
 use crate::store::s3::S3Options;
 use anyhow::bail;
 use clap::Args;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `reprocess` arguments.
@@ -25,24 +24,12 @@ pub struct ReprocessArgs {
     /// another --layout-version.
     #[arg(value_name = "TO")]
     pub dest: String,
-    /// Write the run report (JSON) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Show what would be read (objects, bytes, days) and write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
     /// What is read and written.
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Which records.
+    /// Report, dry run, selection, shards and output settings.
     #[command(flatten)]
-    pub select: SelectArgs,
-    /// Scale-out.
-    #[command(flatten)]
-    pub shards: ShardArgs,
-    /// How they are written.
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub job: JobArgs,
     /// S3 settings (FROM and TO).
     #[command(flatten)]
     pub s3: S3Options,
@@ -150,18 +137,11 @@ pub fn run(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<i32> {
     check_layouts(a)?;
-    let mut opts = reprocess_options(&a.select, &a.output, &a.layout, &mappings)?;
-    opts.shard = a.shards.shard()?;
+    let mut opts = reprocess_options(&a.job.select, &a.job.output, &a.layout, &mappings)?;
+    opts.shard = a.job.shards.shard()?;
     let source = open_store_source(&a.source, &a.s3, &opts)?;
-    let target = Target {
-        dest: &a.dest,
-        s3: &a.s3,
-        staging_dir: a.output.staging_dir.as_deref(),
-        report: a.report.as_deref(),
-        dry_run: a.dry_run,
-        // The objects read are compressed as the ones written will be.
-        out_per_in: 1.0,
-    };
+    // The objects read are compressed as the ones written will be.
+    let target = a.job.target(&a.dest, &a.s3, 1.0);
     let code = drive(&mappings, &source, &opts, &target, quiet, bar)?;
     if let Ok(n) = source.uncommitted() {
         if n > 0 && !quiet {
@@ -206,7 +186,7 @@ mod tests {
     #[test]
     fn job_name_defaults_to_the_layout() {
         let m = Mappings::embedded().unwrap();
-        let opts = |a: ReprocessArgs| reprocess_options(&a.select, &a.output, &a.layout, m);
+        let opts = |a: ReprocessArgs| reprocess_options(&a.job.select, &a.job.output, &a.layout, m);
         let o = opts(args(&["a", "b", "--layout-version", "3"])).unwrap();
         assert_eq!(o.job_name, "reprocess-v3");
         assert_eq!(o.folder_margin, 0);
