@@ -12,6 +12,9 @@ $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
     concatenated): its CPU time, and the ratio xz CPU / export CPU (goal >= 0.90);
   * wall-time scaling jobs 1 -> 2 (goal: jobs 2 <= 1/1.8 of jobs 1);
   * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB);
+  * reprocess (--jobs 1) of the --jobs 1 output into a new store, same mappings:
+    xz -1 CPU on its output's uncompressed bytes / reprocess CPU (goal >= 0.85),
+    and its peak RSS at --jobs 2;
   * verify (default mode and --deep, --jobs 1) on the --jobs 1 output of the same
     round: CPU and its ratio to that export's CPU (goals: default <= 5 %, --deep
     <= 35 %); peak RSS of verify --deep --jobs 2 at 1x and 10x (goal <= 1.25x).
@@ -120,6 +123,19 @@ def export(src, dest, jobs):
     return wall, cpu, rss, rep, sys_
 
 
+def reprocess(frm, dest, jobs):
+    """reprocess of an export's output into a new store, under the same mappings."""
+    shutil.rmtree(dest, ignore_errors=True)
+    report = dest + ".report.json"
+    wall, cpu, rss, sys_ = timed([BIN, "reprocess", frm, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1",
+                                  "--report", report])
+    with open(report) as f:
+        rep = json.load(f)
+    if rep["changes"]["unchanged"] != rep["records_in"]:
+        sys.exit(f"reprocess under the same mappings changed records: {report}")
+    return wall, cpu, rss, rep, sys_
+
+
 def verify(src, dest, jobs, work, deep):
     """verify on an export's output; its temporary staging goes to the work dir (as
     the export's outputs do). Returns (wall, cpu, rss, report)."""
@@ -217,6 +233,7 @@ def main():
         # the shared host hits all three alike; each ratio is taken within a round
         # and the table shows the round with the median ratio.
         raw = os.path.join(work, "output.ndjson")
+        rp_raw = os.path.join(work, "reprocess-output.ndjson")
         rounds = []
         for r in range(a.rounds):
             rows = {}
@@ -227,19 +244,28 @@ def main():
             out1 = os.path.join(work, f"out1-{r}")
             rows["verify"] = verify(src, out1, 1, work, False)
             rows["deep"] = verify(src, out1, 1, work, True)
+            rows["reprocess"] = reprocess(out1, os.path.join(work, f"rp{r}"), 1)
             if r == 0:
                 # xz alone on the export's own output (the same bytes every round).
                 with open(raw, "wb") as f:
                     for o in objects(os.path.join(work, "out1-0")):
                         sh(["xz", "-dc", o], stdout=f)
+                # And on reprocess's output (the same lines, grouped by day).
+                with open(rp_raw, "wb") as f:
+                    for o in objects(os.path.join(work, "rp0")):
+                        sh(["xz", "-dc", o], stdout=f)
             xz_wall, xz_cpu, _, xz_sys = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
+            _, rp_xz_cpu, _, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{rp_raw}' > /dev/null"])
             rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu, xz_sys,
-                           rows["verify"][1] / rows[1][1], rows["deep"][1] / rows[1][1]))
+                           rows["verify"][1] / rows[1][1], rows["deep"][1] / rows[1][1],
+                           rp_xz_cpu / rows["reprocess"][1]))
         by_ratio = sorted(rounds, key=lambda t: t[0])
-        ratio, _, rows, xz_wall, xz_cpu, xz_sys, _, _ = by_ratio[len(by_ratio) // 2]
+        ratio, _, rows, xz_wall, xz_cpu, xz_sys, _, _, _ = by_ratio[len(by_ratio) // 2]
         median = lambda xs: sorted(xs)[len(xs) // 2]
         verify_ratio = median([t[6] for t in rounds])
         deep_ratio = median([t[7] for t in rounds])
+        rp_ratio = median([t[8] for t in rounds])
+        _, _, rp_rss2, _, _ = reprocess(os.path.join(work, "out2-0"), os.path.join(work, "rp-jobs2"), 2)
         # Peak RSS of --deep with 2 threads at 1x (here) and 10x (below).
         _, _, deep_rss1, _ = verify(src, os.path.join(work, "out2-0"), 2, work, True)
         scalings = sorted(t[1] for t in rounds)
@@ -271,6 +297,9 @@ def main():
             wall, cpu, rss, _ = rows[key]
             print(f"| {name} | {wall:.2f} | {cpu:.2f} | | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
         print(f"| verify --deep --jobs 2 | | | | | | {deep_rss1 / 2**20:.0f} |")
+        wall, cpu, rss, rep, sys_ = rows["reprocess"]
+        print(f"| reprocess --jobs 1 of the export's output | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | | {records / wall:.0f} | {rss / 2**20:.0f} |")
+        print(f"| reprocess --jobs 2 | | | | | | {rp_rss2 / 2**20:.0f} |")
         for name, wall, cpu, rss, sys_, rep in stores:
             print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
         if rss10 is not None:
@@ -285,6 +314,7 @@ def main():
             print(f"peak RSS 10x / 1x (jobs 2): {rss10 / rows[2][2]:.2f}   (goal ~1.0, both < 512 MiB)")
         print(f"verify CPU / export CPU (jobs 1): default {verify_ratio:.3f} ({each(t[6] for t in rounds)})   (goal <= 0.05)")
         print(f"verify --deep CPU / export CPU (jobs 1): {deep_ratio:.3f} ({each(t[7] for t in rounds)})   (goal <= 0.35)")
+        print(f"xz -1 CPU on reprocess's output / reprocess CPU (jobs 1): {rp_ratio:.2f} ({each(t[8] for t in rounds)})   (goal >= 0.85)")
         if rss10 is not None:
             print(f"verify --deep peak RSS 10x / 1x (jobs 2): {deep_rss10 / deep_rss1:.2f}   (goal <= 1.25)")
     finally:

@@ -12,6 +12,7 @@ pub mod core;
 pub mod export;
 pub mod failpoint;
 pub mod gen;
+pub mod ingest;
 pub mod mappings_dir;
 pub mod queue;
 pub mod reprocess;

@@ -132,6 +132,7 @@ pub fn export_options(
         shard: None,
         only_folder: None,
         reprocess: None,
+        ingest: false,
     })
 }
 

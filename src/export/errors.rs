@@ -31,6 +31,11 @@ pub struct ErrorRecord {
     /// value its JSON. Absent for legacy records, whose key holds the day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub day: Option<String>,
+    /// Set for a live submission (`ingest work`): when it was received (epoch ms);
+    /// the key is then its request path (without `/submit/telemetry/`), the value
+    /// its body, and `day` the UTC day of receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<u64>,
 }
 
 impl ErrorRecord {
@@ -56,6 +61,7 @@ impl ErrorRecord {
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             mappings_version: mappings_version.to_string(),
             day: None,
+            received_ms: None,
         }
     }
 

@@ -98,6 +98,10 @@ pub struct JobSpec {
     /// for an export, whose job id it leaves as it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprocess: Option<ReprocessSpec>,
+    /// Set for the live ingest workers' job (raw logs of the server); absent for an
+    /// export.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ingest: bool,
 }
 
 /// What a `reprocess` job reads and writes, beside an export's settings.
@@ -483,6 +487,7 @@ mod tests {
             split_size: 256 << 20,
             converter: 1,
             reprocess: None,
+            ingest: false,
         }
     }
 

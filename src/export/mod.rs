@@ -82,6 +82,9 @@ pub struct ExportOptions {
     /// A `reprocess` job: the source is a store of the new layout (see
     /// [`crate::reprocess`]), read by its own unit reader.
     pub reprocess: Option<manifest::ReprocessSpec>,
+    /// An `ingest` job: the source holds the live server's raw logs, one folder per
+    /// raw file (see [`crate::ingest`]).
+    pub ingest: bool,
 }
 
 impl Default for ExportOptions {
@@ -102,6 +105,7 @@ impl Default for ExportOptions {
             shard: None,
             only_folder: None,
             reprocess: None,
+            ingest: false,
         }
     }
 }
@@ -332,6 +336,7 @@ pub fn job_spec(opts: &ExportOptions, mappings: &Mappings) -> JobSpec {
         split_size: opts.split_size,
         converter: crate::core::convert::OUTPUT_VERSION,
         reprocess: opts.reprocess.clone(),
+        ingest: opts.ingest,
     }
 }
 
@@ -830,6 +835,7 @@ impl Run<'_> {
             piece_max: (self.opts.target_size / 8).max(1),
             on_progress: &on_progress,
             reprocess: self.opts.reprocess.as_ref(),
+            ingest: self.opts.ingest,
         };
         let m = unit::process(&ctx, u)
             .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))?;

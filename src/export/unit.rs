@@ -70,6 +70,8 @@ pub struct UnitCtx<'a> {
     /// Set when the source is a store of the new layout (`reprocess`): its objects'
     /// lines and its error output are read instead of legacy records.
     pub reprocess: Option<&'a ReprocessSpec>,
+    /// Set when the source holds the live server's raw logs (`ingest work`).
+    pub ingest: bool,
 }
 
 /// Key of a unit's pieces file and of its manifest.
@@ -363,15 +365,25 @@ enum Origin<'a> {
     Replayed { reason: &'a str },
 }
 
-/// One record to judge: its key (a legacy row key, or a doc id when `day` is
-/// given) and value, and where it was read.
+/// What a record's key and value are.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// A legacy row key (holding the day) and payload.
+    Legacy,
+    /// A record of the new store: its doc id and JSON, of this submission day.
+    Stored { day: &'a str },
+    /// A live submission: its request path (without `/submit/telemetry/`) and
+    /// body, received at this time (epoch ms), on its UTC day.
+    Submission { day: &'a str, received_ms: u64 },
+}
+
+/// One record to judge: its key and value (see [`Kind`]), and where it was read.
 struct Input<'a> {
     file: &'a str,
     offset: u64,
     key: &'a [u8],
     value: &'a [u8],
-    /// The submission day of a record of the new store (its key is a doc id).
-    day: Option<&'a str>,
+    kind: Kind<'a>,
     origin: Origin<'a>,
 }
 
@@ -402,7 +414,7 @@ impl Sink<'_, '_> {
                 offset,
                 key,
                 value,
-                day: None,
+                kind: Kind::Legacy,
                 origin: Origin::Legacy,
             },
         )
@@ -426,9 +438,19 @@ impl Sink<'_, '_> {
         let Sink {
             ctx, conv, part, ..
         } = self;
-        let converted = match r.day {
-            Some(day) => conv.convert_stored(r.key, day, r.value),
-            None => conv.convert_legacy(r.key, r.value),
+        let converted = match r.kind {
+            Kind::Stored { day } => conv.convert_stored(r.key, day, r.value),
+            Kind::Legacy => conv.convert_legacy(r.key, r.value),
+            Kind::Submission { day, .. } => match crate::ingest::SubmissionPath::parse(r.key) {
+                Ok(path) => {
+                    let dims = path.dims(conv.mappings().schema());
+                    conv.convert_payload(path.doc_id, day, &dims, r.value)
+                }
+                Err(e) => Err(crate::core::reason::Rejection::new(
+                    crate::core::reason::Reason::InvalidKey,
+                    e,
+                )),
+            },
         };
         let rej = match converted {
             Ok(c) => {
@@ -519,7 +541,14 @@ impl Sink<'_, '_> {
             r.value,
             self.ctx.mappings.version(),
         );
-        rec.day = r.day.map(str::to_string);
+        match r.kind {
+            Kind::Legacy => {}
+            Kind::Stored { day } => rec.day = Some(day.to_string()),
+            Kind::Submission { day, received_ms } => {
+                rec.day = Some(day.to_string());
+                rec.received_ms = Some(received_ms);
+            }
+        }
         self.line.clear();
         rec.write_line(&mut self.line);
         stager.push_error(&self.line)
@@ -580,6 +609,9 @@ fn read_unit(
     if let Some(spec) = ctx.reprocess {
         return read_stored(spec, unit, file, &mut sink, stager, stats);
     }
+    if ctx.ingest {
+        return read_raw_log(unit, file, &mut sink, stager, stats);
+    }
     let mut prefix = [0u8; body::SNIFF_LEN];
     let n = match read_prefix(&mut file, &mut prefix) {
         Ok(n) => n,
@@ -629,7 +661,7 @@ fn read_unit(
                         offset: rec.offset,
                         key: &rec.key,
                         value: &rec.value,
-                        day: None,
+                        kind: Kind::Legacy,
                         origin: Origin::Legacy,
                     };
                     sink.reject(
@@ -774,7 +806,7 @@ fn read_stored(
                     offset,
                     key: doc_id,
                     value: json,
-                    day: Some(day),
+                    kind: Kind::Stored { day },
                     origin: Origin::Stored {
                         partition,
                         doc_id,
@@ -833,17 +865,89 @@ fn read_stored(
                 if !sink.selected(stats, class) {
                     continue;
                 }
+                let kind = match (rec.day.as_deref(), rec.received_ms) {
+                    (None, _) => Kind::Legacy,
+                    (Some(day), None) => Kind::Stored { day },
+                    (Some(day), Some(received_ms)) => Kind::Submission { day, received_ms },
+                };
                 let input = Input {
                     file: &rec.file,
                     offset: rec.offset,
                     key: &key,
                     value: &value,
-                    day: rec.day.as_deref(),
+                    kind,
                     origin: Origin::Replayed {
                         reason: &rec.reason,
                     },
                 };
                 sink.take(stager, stats, &input)?;
+            }
+        }
+    }
+    (sink.ctx.on_progress)(unit.file_size, records);
+    Ok(())
+}
+
+/// Reads a unit of an `ingest` job: one raw log of the live server, whole. Each
+/// submission is judged on the UTC day it was received; bytes that are not a
+/// record (a torn tail, damage) are `unreadable`, with their offset and length.
+fn read_raw_log(
+    unit: &UnitSpec,
+    file: impl Read,
+    sink: &mut Sink<'_, '_>,
+    stager: &mut Stager,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    use crate::core::rawlog::{RawItem, RawLogError, RawLogReader, RawVersion};
+    if unit.start != 0 {
+        return Ok(());
+    }
+    stats.bytes_in += unit.file_size;
+    let name = unit.file.rsplit('/').next().unwrap_or(&unit.file);
+    let mut log = RawLogReader::new(
+        io::BufReader::with_capacity(1 << 20, file),
+        RawVersion::from_file_name(name),
+    );
+    let mut records = 0u64;
+    let mut day = String::new();
+    loop {
+        match log.next_item() {
+            Ok(Some(RawItem::Record(rec))) => {
+                records += 1;
+                crate::ingest::utc_day(rec.timestamp_ms, &mut day);
+                let input = Input {
+                    file: &unit.file,
+                    offset: rec.offset,
+                    key: &rec.path,
+                    value: &rec.body,
+                    kind: Kind::Submission {
+                        day: &day,
+                        received_ms: rec.timestamp_ms,
+                    },
+                    origin: Origin::Legacy,
+                };
+                sink.take(stager, stats, &input)?;
+            }
+            Ok(Some(RawItem::Skipped { offset, len })) => unreadable(
+                stats,
+                unit,
+                offset,
+                offset + len,
+                format!("{len} bytes at offset {offset} are not a raw log record"),
+            ),
+            Ok(None) => break,
+            Err(RawLogError::Io { offset, source }) if is_fault(&source) => {
+                return Err(source_failure(unit, "cannot read", offset, &source));
+            }
+            Err(RawLogError::Io { offset, source }) => {
+                unreadable(
+                    stats,
+                    unit,
+                    offset,
+                    unit.file_size.max(offset),
+                    format!("raw log unreadable: {source}"),
+                );
+                break;
             }
         }
     }
@@ -1089,6 +1193,7 @@ mod tests {
             piece_max: 1 << 20,
             on_progress: &|_, _| {},
             reprocess: None,
+            ingest: false,
         };
         let unit = UnitSpec {
             file: "dump.txt".into(),

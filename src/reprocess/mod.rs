@@ -217,10 +217,7 @@ impl Source for StoreSource {
     }
 
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek>> {
-        Ok(Box::new(ForwardOnly {
-            inner: self.store.open(path)?,
-            pos: 0,
-        }))
+        open_forward(self.store.as_ref(), path)
     }
 
     fn list_folder(&self, dir: &str) -> io::Result<Vec<WalkItem>> {
@@ -236,6 +233,15 @@ impl Source for StoreSource {
             })
             .unwrap_or_default())
     }
+}
+
+/// Opens an object of `store` as a source file read from its start (the new
+/// layout's objects and raw logs are read whole, never split).
+pub fn open_forward(store: &dyn Store, key: &str) -> io::Result<Box<dyn ReadSeek>> {
+    Ok(Box::new(ForwardOnly {
+        inner: store.open(key)?,
+        pos: 0,
+    }))
 }
 
 /// An object opened for reading from its start: stores stream objects, and the

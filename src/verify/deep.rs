@@ -110,6 +110,7 @@ fn stage(
         piece_max: (eo.target_size / 8).max(1),
         on_progress: &on_progress,
         reprocess: eo.reprocess.as_ref(),
+        ingest: eo.ingest,
     };
     let manifests: Vec<UnitManifest> = units
         .par_iter()
