@@ -47,7 +47,7 @@ enum Command {
 
 /// Serve the submission API and write raw logs into a spool.
 #[derive(Args, Debug)]
-#[command(after_long_help = DEPLOYMENT)]
+#[command(after_long_help = DEPLOYMENT, args_override_self = true)]
 struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port; the
     /// address is printed on stderr as `ingest: listening on ADDR`).

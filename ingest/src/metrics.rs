@@ -30,6 +30,11 @@ pub struct Metrics {
     pub backlog_files: AtomicU64,
     /// Their bytes.
     pub backlog_bytes: AtomicU64,
+    /// Files rotated but not yet renamed into `ready/` (counted in the backlog, since
+    /// a scan cannot see them).
+    pub in_transit_files: AtomicU64,
+    /// Their bytes.
+    pub in_transit_bytes: AtomicU64,
     /// Age of the oldest file in `ready/`, seconds.
     pub oldest_ready_secs: AtomicU64,
     /// Free bytes on the spool's file system.
@@ -52,6 +57,8 @@ impl Default for Metrics {
             last_write_error: Mutex::new(String::new()),
             backlog_files: AtomicU64::new(0),
             backlog_bytes: AtomicU64::new(0),
+            in_transit_files: AtomicU64::new(0),
+            in_transit_bytes: AtomicU64::new(0),
             oldest_ready_secs: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
             connections: AtomicU64::new(0),

@@ -104,8 +104,12 @@ fn measure(spool: &Spool, m: &Metrics) {
     }
     match spool::scan_backlog(spool, SystemTime::now()) {
         Ok(b) => {
-            m.backlog_files.store(b.files, Ordering::Relaxed);
-            m.backlog_bytes.store(b.bytes, Ordering::Relaxed);
+            // Files on their way to ready/ count too (a moment's double count when
+            // the rename lands mid-scan errs on the side of backpressure).
+            let files = b.files + m.in_transit_files.load(Ordering::Relaxed);
+            let bytes = b.bytes + m.in_transit_bytes.load(Ordering::Relaxed);
+            m.backlog_files.store(files, Ordering::Relaxed);
+            m.backlog_bytes.store(bytes, Ordering::Relaxed);
             m.oldest_ready_secs
                 .store(b.oldest_ready_secs, Ordering::Relaxed);
         }

@@ -137,7 +137,10 @@ impl State {
             .name("log-hand-over".into())
             .spawn(move || {
                 for (file, name, len) in rx {
-                    match spool::hand_over(&s, &file, &name) {
+                    let handed = spool::hand_over(&s, &file, &name);
+                    m.in_transit_files.fetch_sub(1, Ordering::Relaxed);
+                    m.in_transit_bytes.fetch_sub(len, Ordering::Relaxed);
+                    match handed {
                         Ok(()) => {
                             m.files_rotated.fetch_add(1, Ordering::Relaxed);
                         }
@@ -239,6 +242,12 @@ impl State {
     /// Sends the open file (if any) to the hand-over thread.
     fn rotate(&mut self) {
         let Some(c) = self.current.take() else { return };
+        self.metrics
+            .in_transit_files
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .in_transit_bytes
+            .fetch_add(c.len, Ordering::Relaxed);
         self.metrics.backlog_files.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .backlog_bytes
@@ -278,18 +287,15 @@ impl State {
 
     fn write_batch(&mut self, batch: &mut Vec<Append>) {
         let fsync = self.config.fsync;
+        let total: u64 = batch.iter().map(|a| a.record.len() as u64).sum();
+        let mut abandon = false;
         let result = self.open().and_then(|log| {
             let start = log.len;
             let mut slices: Vec<IoSlice<'_>> =
                 batch.iter().map(|a| IoSlice::new(&a.record)).collect();
-            let total: u64 = batch.iter().map(|a| a.record.len() as u64).sum();
-            let written = write_all_vectored(&mut log.file, &mut slices).and_then(|()| {
-                if fsync {
-                    log.file.sync_data()
-                } else {
-                    Ok(())
-                }
-            });
+            let mut done = 0u64;
+            let written = write_all_vectored(&mut log.file, &mut slices, &mut done)
+                .and_then(|()| if fsync { log.file.sync_data() } else { Ok(()) });
             match written {
                 Ok(()) => {
                     log.len = start + total;
@@ -298,16 +304,37 @@ impl State {
                 }
                 Err(e) => {
                     // Cut the batch off again: no torn record stays in the log.
-                    if let Err(t) = log.file.set_len(start) {
-                        return Err(io::Error::new(
-                            t.kind(),
-                            format!("{e}; and cannot truncate {} back: {t}", log.name),
-                        ));
+                    let what = format!("{e} (after {done} of {total} bytes)");
+                    match log.file.set_len(start) {
+                        Ok(()) => Err(io::Error::new(e.kind(), format!("{what}; cut back"))),
+                        Err(t) => {
+                            abandon = true;
+                            Err(io::Error::new(
+                                t.kind(),
+                                format!("{what}; and cannot cut {} back: {t}", log.name),
+                            ))
+                        }
                     }
-                    Err(e)
                 }
             }
         });
+        if abandon {
+            // A file that could not be cut back cannot be trusted to grow: start a
+            // new one. This one stays in open/ and is cut to its last whole record
+            // at the next start.
+            if let Some(c) = self.current.take() {
+                eprintln!("ingest: leaving {} in open/ for recovery", c.name);
+            }
+        }
+        // Rotate before answering, so that a client sees the backlog its own
+        // request made.
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.len >= self.config.rotate_size)
+        {
+            self.rotate();
+        }
         match result {
             Ok(()) => {
                 self.metrics.write_failing.store(false, Ordering::Relaxed);
@@ -324,36 +351,28 @@ impl State {
                 self.metrics.write_errors.fetch_add(1, Ordering::Relaxed);
                 *self.metrics.last_write_error.lock().expect("lock") = msg.clone();
                 eprintln!("ingest: {msg}");
-                // A file whose truncation failed cannot be trusted to grow: start a
-                // new one (this one is recovered, cut to its last whole record, at
-                // the next start).
-                if msg.contains("cannot truncate") {
-                    if let Some(c) = self.current.take() {
-                        eprintln!("ingest: leaving {} in open/", c.name);
-                    }
-                }
                 for a in batch.drain(..) {
                     let _ = a.reply.send(Err(msg.clone()));
                 }
             }
         }
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.len >= self.config.rotate_size)
-        {
-            self.rotate();
-        }
     }
 }
 
 /// `write_all` over several buffers with `writev`, retrying short writes.
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
+/// `done` counts the bytes written, for the error message.
+fn write_all_vectored(
+    file: &mut File,
+    mut slices: &mut [IoSlice<'_>],
+    done: &mut u64,
+) -> io::Result<()> {
     while !slices.is_empty() {
         match file.write_vectored(slices) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Ok(n) => {
+                *done += n as u64;
+                IoSlice::advance_slices(&mut slices, n);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
