@@ -1,6 +1,7 @@
 //! `ingest`: the live Telemetry ingest server. This file is the command line only:
 //! argument definitions and their translation into the server's configuration.
 
+mod forward;
 mod http;
 mod metrics;
 mod server;
@@ -40,9 +41,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve POST /submit/telemetry/... and append raw logs into a spool.
-    Serve(ServeArgs),
-    // `Work` (claim finished logs from the spool and publish them through the
-    // export pipeline) goes here; see issue 15.
+    Serve(Box<ServeArgs>),
+    /// Claim finished raw logs (from a spool, or from an S3 incoming prefix through
+    /// an SQS queue) and publish them into DEST through the export's pipeline: the
+    /// same core, layout and bytes, the error output under DEST/_backfill/, and
+    /// exactly-once publication per raw file (a killed worker's file is claimed
+    /// again and rewritten under the same keys with the same bytes).
+    Work(Box<backfill::ingest::work::WorkArgs>),
 }
 
 /// Serve the submission API and write raw logs into a spool.
@@ -121,6 +126,17 @@ struct ServeArgs {
     /// How often free space and the spool backlog are measured.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     check_interval: Duration,
+    /// Send each finished raw log to this SQS queue (one message per file), after
+    /// uploading it to --incoming; for workers on other machines (`ingest work
+    /// --queue URL --incoming …`). The local copy is removed once sent.
+    #[arg(long, value_name = "URL", requires = "incoming")]
+    queue: Option<String>,
+    /// Where finished raw logs are uploaded for --queue (`s3://bucket/prefix`).
+    #[arg(long, value_name = "URL", requires = "queue")]
+    incoming: Option<String>,
+    /// S3 settings of --incoming.
+    #[command(flatten)]
+    s3: backfill::store::s3::S3Options,
 }
 
 /// Durations as written on a command line: `250ms`, `30s`, `5m`, `1h`.
@@ -150,6 +166,17 @@ fn parse_size_or_zero(s: &str) -> Result<u64, String> {
     } else {
         parse_size(s)
     }
+}
+
+/// The forwarder `--queue`/`--incoming` ask for.
+fn forward_of(a: &ServeArgs) -> anyhow::Result<Option<forward::Forward>> {
+    let (Some(q), Some(incoming)) = (&a.queue, &a.incoming) else {
+        return Ok(None);
+    };
+    let queue: std::sync::Arc<dyn backfill::queue::Queue> =
+        std::sync::Arc::new(backfill::queue::SqsQueue::from_url(q)?);
+    let incoming = backfill::commands::open_store(incoming, &a.s3, Default::default())?;
+    Ok(Some(forward::Forward { incoming, queue }))
 }
 
 fn serve_config(a: ServeArgs) -> Result<server::ServeConfig, String> {
@@ -219,8 +246,35 @@ fn raise_nofile() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Work(args) => {
+            // Logs on stderr (INGEST_LOG overrides the level, e.g. `backfill=debug`).
+            let filter = tracing_subscriber::EnvFilter::try_from_env("INGEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("backfill=info,warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let bar = indicatif::ProgressBar::hidden();
+            match backfill::ingest::work::run(&args, false, &bar) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("ingest work: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Serve(args) => {
-            let config = match serve_config(args) {
+            let forward = match forward_of(&args) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("ingest serve: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let claim_ttl = Duration::from_secs(300);
+            let spool_dir = args.spool.clone();
+            let config = match serve_config(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("ingest serve: {e}");
@@ -228,7 +282,23 @@ fn main() -> ExitCode {
                 }
             };
             raise_nofile();
-            match server::serve(config) {
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let served = std::thread::scope(|s| {
+                if let Some(f) = &forward {
+                    let spool = match backfill::ingest::Spool::open(&spool_dir, claim_ttl) {
+                        Ok(sp) => sp,
+                        Err(e) => {
+                            return Err(anyhow::anyhow!("spool {}: {e}", spool_dir.display()))
+                        }
+                    };
+                    let stop = &stop;
+                    s.spawn(move || f.run(&spool, Duration::from_millis(500), stop));
+                }
+                let r = server::serve(config);
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            });
+            match served {
                 Ok(()) => {
                     eprintln!("ingest: stopped; open file handed over");
                     ExitCode::SUCCESS

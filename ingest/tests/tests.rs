@@ -3,6 +3,7 @@
 //! byte, and exactly the records that were answered 200.
 
 mod common;
+mod work;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -308,7 +308,9 @@ impl Worker<'_> {
             }
             let wait = a.poll.min(20) as u32;
             let Some(m) = queue.receive(1, wait, a.visibility_timeout)?.pop() else {
-                if a.once && queue.approximate_counts()?.0 == 0 {
+                // Once: until nothing is visible or in flight (a dead worker's
+                // message reappears after its visibility timeout and is done here).
+                if a.once && queue.approximate_counts()? == (0, 0) {
                     return Ok(());
                 }
                 continue;
