@@ -23,8 +23,10 @@ Deployment: run N `ingest serve` processes (one per machine or disk) behind a lo
 balancer that health-checks GET /status and sets X-Forwarded-For. Each server
 appends the submissions it accepts to raw logs (v2 format) in its own spool folder
 and hands each finished log over atomically to SPOOL/ready/. M workers claim
-finished logs by renaming them into SPOOL/claimed/ and publish them (`ingest work`,
-a separate command, not built yet). A server promises: a 200 means the record is in
+finished logs by renaming them into SPOOL/claimed/ and publish them (`ingest work`)
+through the export's pipeline, exactly once per raw log; across machines, `serve
+--queue URL --incoming s3://…` forwards each finished log and `work --queue URL
+--incoming s3://…` claims it from SQS. A server promises: a 200 means the record is in
 a raw log whole (appended to the OS; with --fsync, on disk); a 202 means it was
 discarded on purpose (too large: do not retry); a 503 or 507 means nothing was
 stored (retry later, on another server). See ingest/README.md.";
