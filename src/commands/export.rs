@@ -13,7 +13,7 @@ use crate::store::{local::LocalStore, Store};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -51,8 +51,8 @@ impl ExportArgs {
         mappings: &Mappings,
         job: &str,
     ) -> anyhow::Result<Destination> {
-        let staging_dir = self.job.output.staging_dir.as_deref();
-        open_destination(&self.dest, &self.s3, staging_dir, mappings, job)
+        let staging_dir = self.job.output.staging_dir(&self.dest);
+        open_destination(&self.dest, &self.s3, staging_dir.as_deref(), mappings, job)
     }
 }
 
@@ -154,7 +154,7 @@ pub struct Target<'a> {
     /// S3 settings of DEST.
     pub s3: &'a S3Options,
     /// `--staging-dir`.
-    pub staging_dir: Option<&'a Path>,
+    pub staging_dir: Option<PathBuf>,
     /// `--report`.
     pub report: Option<&'a Path>,
     /// `--dry-run`.
@@ -178,7 +178,7 @@ pub(crate) fn drive(
         return dry_run(source, opts, mappings, t);
     }
     let job = export::job_spec(opts, mappings).id();
-    let out = open_destination(t.dest, t.s3, t.staging_dir, mappings, &job)?;
+    let out = open_destination(t.dest, t.s3, t.staging_dir.as_deref(), mappings, &job)?;
     let (dest, staging) = (&out.dest, out.staging());
     bar.set_style(
         indicatif::ProgressStyle::with_template(

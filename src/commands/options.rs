@@ -88,10 +88,20 @@ pub struct OutputArgs {
     /// markers, so one big file keeps several workers busy.
     #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub split_size: u64,
-    /// Stage pieces in this local directory instead of DEST/_backfill/staging
-    /// (resuming then needs the same machine).
-    #[arg(long, value_name = "DIR")]
+    /// Stage pieces in this local directory. Default: DEST/_backfill/staging for a
+    /// local DEST; for DEST on S3, a folder of this machine's cache for that DEST
+    /// (~/.cache/backfill/staging/<hash of DEST>, or $XDG_CACHE_HOME/…): pieces
+    /// cross the network once, not three times (1.4x the client CPU measured
+    /// otherwise). A run resumes from checkpoints on the machine that made them;
+    /// a folder another machine takes over is redone.
+    #[arg(long, value_name = "DIR", conflicts_with = "staging_in_dest")]
     pub staging_dir: Option<PathBuf>,
+    /// With DEST on S3, stage in DEST/_backfill/staging/ instead of local disk, so
+    /// a run on any machine (another queue worker, a rescheduled task) resumes from
+    /// a dead run's checkpoints; costs the client ~1.4x the CPU and three requests
+    /// more per unit.
+    #[arg(long)]
+    pub staging_in_dest: bool,
     /// Seconds a run's leases live without a heartbeat (renewed every quarter of
     /// it). Several runs of one job share its folders through leases in
     /// DEST/_backfill/leases/: a folder another live run is exporting is waited
@@ -105,6 +115,40 @@ pub struct OutputArgs {
     /// references (left by crashed runs) only when they are older than this.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub orphan_grace: u64,
+}
+
+impl OutputArgs {
+    /// Where a job into `dest` stages: `--staging-dir`, else `None` (DEST itself)
+    /// for a local DEST or with `--staging-in-dest`, else this machine's cache
+    /// folder for DEST (see [`default_staging`]).
+    pub fn staging_dir(&self, dest: &str) -> Option<PathBuf> {
+        match &self.staging_dir {
+            Some(d) => Some(d.clone()),
+            None if self.staging_in_dest => None,
+            None => default_staging(dest),
+        }
+    }
+}
+
+/// This machine's staging folder for a remote DEST: `<cache>/backfill/staging/<h>`,
+/// `h` a hash of DEST (so jobs of the same id into two buckets never share
+/// checkpoints), `<cache>` `$XDG_CACHE_HOME`, else `~/.cache`, else the temporary
+/// folder. `None` for a local DEST (it stages in itself).
+pub fn default_staging(dest: &str) -> Option<PathBuf> {
+    if !dest.starts_with("s3://") {
+        return None;
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    let h = crate::export::manifest::short_hash(dest.trim_end_matches('/'), 8);
+    Some(cache.join("backfill").join("staging").join(h))
 }
 
 /// The export options these arguments give.
@@ -169,7 +213,7 @@ impl JobArgs {
         super::export::Target {
             dest,
             s3,
-            staging_dir: self.output.staging_dir.as_deref(),
+            staging_dir: self.output.staging_dir(dest),
             report: self.report.as_deref(),
             dry_run: self.dry_run,
             out_per_in,

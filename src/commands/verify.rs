@@ -97,7 +97,7 @@ pub fn run(
         open_source(&a.source, &a.hdfs)?
     };
     let dest = open_existing(&a.dest, &a.s3)?;
-    let staging: Option<Box<dyn Store>> = match &a.output.staging_dir {
+    let staging: Option<Box<dyn Store>> = match &a.output.staging_dir(&a.dest) {
         Some(d) if d.is_dir() => Some(Box::new(
             LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?,
         )),

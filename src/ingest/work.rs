@@ -131,13 +131,8 @@ pub fn run(a: &WorkArgs, quiet: bool, bar: &indicatif::ProgressBar) -> anyhow::R
     let mappings = load_mappings(a.mappings.as_deref())?;
     let opts = ingest_options(&a.output, &mappings)?;
     let job = export::job_spec(&opts, &mappings).id();
-    let out = open_destination(
-        &a.dest,
-        &a.s3,
-        a.output.staging_dir.as_deref(),
-        &mappings,
-        &job,
-    )?;
+    let staging_dir = a.output.staging_dir(&a.dest);
+    let out = open_destination(&a.dest, &a.s3, staging_dir.as_deref(), &mappings, &job)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_SIGNAL, Arc::clone(&stop))?;
