@@ -12,6 +12,9 @@ $BACKFILL_CACHE/bench), builds the release binary, then measures in ONE run:
     concatenated): its CPU time, and the ratio xz CPU / export CPU (goal >= 0.90);
   * wall-time scaling jobs 1 -> 2 (goal: jobs 2 <= 1/1.8 of jobs 1);
   * peak RSS of --jobs 2 at 1x and 10x the input (goal: the same, < 512 MiB);
+  * reprocess (--jobs 1) of the --jobs 1 output into a new store, same mappings:
+    xz -1 CPU on its output's uncompressed bytes / reprocess CPU (goal >= 0.85),
+    and its peak RSS at --jobs 2;
   * verify (default mode and --deep, --jobs 1) on the --jobs 1 output of the same
     round: CPU and its ratio to that export's CPU (goals: default <= 5 %, --deep
     <= 35 %); peak RSS of verify --deep --jobs 2 at 1x and 10x (goal <= 1.25x).
@@ -120,6 +123,19 @@ def export(src, dest, jobs):
     return wall, cpu, rss, rep, sys_
 
 
+def reprocess(frm, dest, jobs):
+    """reprocess of an export's output into a new store, under the same mappings."""
+    shutil.rmtree(dest, ignore_errors=True)
+    report = dest + ".report.json"
+    wall, cpu, rss, sys_ = timed([BIN, "reprocess", frm, dest, "-q", "--jobs", str(jobs), "--xz-preset", "1",
+                                  "--report", report])
+    with open(report) as f:
+        rep = json.load(f)
+    if rep["changes"]["unchanged"] != rep["records_in"]:
+        sys.exit(f"reprocess under the same mappings changed records: {report}")
+    return wall, cpu, rss, rep, sys_
+
+
 def verify(src, dest, jobs, work, deep):
     """verify on an export's output; its temporary staging goes to the work dir (as
     the export's outputs do). Returns (wall, cpu, rss, report)."""
@@ -169,7 +185,28 @@ def create_bucket(endpoint, bucket):
     urllib.request.urlopen(req).read()
 
 
-def stores_rows(src, work, jobs):
+def server_cpu():
+    """CPU seconds used so far by the test servers (SeaweedFS, the HDFS NameNode and
+    DataNode), from /proc: the stores rows show it apart from the client's."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+            if not (b"weed" in cmd or b"NameNode" in cmd or b"DataNode" in cmd):
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return total
+
+
+def stores_rows(src, work, jobs, rounds):
     """HDFS -> S3 on loopback next to local -> local, same data (needs the test servers)."""
     hdfs, endpoint = os.environ.get("BACKFILL_TEST_HDFS"), os.environ.get("BACKFILL_TEST_S3_ENDPOINT")
     if not hdfs or not endpoint:
@@ -179,16 +216,29 @@ def stores_rows(src, work, jobs):
     sh([tool, "fs", "-put", "-f", os.path.join(src, "data"), f"{hdfs}/bench/"], stdout=subprocess.DEVNULL)
     bucket = f"bench-{os.getpid()}"
     create_bucket(endpoint, bucket)
-    rows = []
-    for name, source, dest, extra in [
-        ("local -> local", os.path.join(src, "data"), os.path.join(work, "stores-local"), []),
-        ("HDFS -> S3 (loopback)", f"{hdfs}/bench/data", f"s3://{bucket}/out", ["--endpoint-url", endpoint, "--path-style"]),
-    ]:
-        report = os.path.join(work, "stores.report.json")
-        wall, cpu, rss, sys_ = timed([BIN, "export", source, dest, "-q", "--jobs", str(jobs), "--report", report] + extra)
-        with open(report) as f:
-            rows.append((name, wall, cpu, rss, sys_, json.load(f)))
-    return rows
+    s3 = ["--endpoint-url", endpoint, "--path-style"]
+    staging = os.path.join(work, "stores-staging")
+    all_rounds = []
+    for r in range(rounds):
+        rows = []
+        for name, source, dest, extra in [
+            ("local -> local", os.path.join(src, "data"), os.path.join(work, f"stores-local-{r}"), []),
+            ("HDFS -> S3 (loopback), staging on local disk (default)", f"{hdfs}/bench/data", f"s3://{bucket}/out-{r}",
+             s3 + ["--staging-dir", staging]),
+            ("HDFS -> S3 (loopback), --staging-in-dest", f"{hdfs}/bench/data", f"s3://{bucket}/out-in-dest-{r}",
+             s3 + ["--staging-in-dest"]),
+        ]:
+            report = os.path.join(work, "stores.report.json")
+            before = server_cpu()
+            wall, cpu, rss, sys_ = timed([BIN, "export", source, dest, "-q", "--jobs", str(jobs), "--report", report] + extra)
+            servers = server_cpu() - before
+            with open(report) as f:
+                rows.append((name, wall, cpu, rss, sys_, json.load(f), servers))
+        all_rounds.append(rows)
+    # The round whose default-staging ratio is the median, and every round's ratios.
+    ratios = [[row[2] / rows[0][2] for row in rows[1:]] for rows in all_rounds]
+    order = sorted(range(rounds), key=lambda i: ratios[i][0])
+    return all_rounds[order[rounds // 2]], ratios
 
 
 def main():
@@ -206,6 +256,8 @@ def main():
                     help="where outputs are written (default: /dev/shm if it is a tmpfs; see above)")
     ap.add_argument("--stores", action="store_true",
                     help="also HDFS -> S3 on the real test servers (run under scripts/test-servers.sh)")
+    ap.add_argument("--stores-jobs", type=int, default=1,
+                    help="--jobs of the stores rows (1: CPU without the scheduling of two threads)")
     a = ap.parse_args()
 
     sh(["cargo", "build", "--release", "--bins", "--quiet"], cwd=ROOT)
@@ -217,6 +269,7 @@ def main():
         # the shared host hits all three alike; each ratio is taken within a round
         # and the table shows the round with the median ratio.
         raw = os.path.join(work, "output.ndjson")
+        rp_raw = os.path.join(work, "reprocess-output.ndjson")
         rounds = []
         for r in range(a.rounds):
             rows = {}
@@ -227,26 +280,35 @@ def main():
             out1 = os.path.join(work, f"out1-{r}")
             rows["verify"] = verify(src, out1, 1, work, False)
             rows["deep"] = verify(src, out1, 1, work, True)
+            rows["reprocess"] = reprocess(out1, os.path.join(work, f"rp{r}"), 1)
             if r == 0:
                 # xz alone on the export's own output (the same bytes every round).
                 with open(raw, "wb") as f:
                     for o in objects(os.path.join(work, "out1-0")):
                         sh(["xz", "-dc", o], stdout=f)
+                # And on reprocess's output (the same lines, grouped by day).
+                with open(rp_raw, "wb") as f:
+                    for o in objects(os.path.join(work, "rp0")):
+                        sh(["xz", "-dc", o], stdout=f)
             xz_wall, xz_cpu, _, xz_sys = timed(["sh", "-c", f"xz -1 -T1 -c '{raw}' > /dev/null"])
+            _, rp_xz_cpu, _, _ = timed(["sh", "-c", f"xz -1 -T1 -c '{rp_raw}' > /dev/null"])
             rounds.append((xz_cpu / rows[1][1], rows[2][0] / rows[1][0], rows, xz_wall, xz_cpu, xz_sys,
-                           rows["verify"][1] / rows[1][1], rows["deep"][1] / rows[1][1]))
+                           rows["verify"][1] / rows[1][1], rows["deep"][1] / rows[1][1],
+                           rp_xz_cpu / rows["reprocess"][1]))
         by_ratio = sorted(rounds, key=lambda t: t[0])
-        ratio, _, rows, xz_wall, xz_cpu, xz_sys, _, _ = by_ratio[len(by_ratio) // 2]
+        ratio, _, rows, xz_wall, xz_cpu, xz_sys, _, _, _ = by_ratio[len(by_ratio) // 2]
         median = lambda xs: sorted(xs)[len(xs) // 2]
         verify_ratio = median([t[6] for t in rounds])
         deep_ratio = median([t[7] for t in rounds])
+        rp_ratio = median([t[8] for t in rounds])
+        _, _, rp_rss2, _, _ = reprocess(os.path.join(work, "out2-0"), os.path.join(work, "rp-jobs2"), 2)
         # Peak RSS of --deep with 2 threads at 1x (here) and 10x (below).
         _, _, deep_rss1, _ = verify(src, os.path.join(work, "out2-0"), 2, work, True)
         scalings = sorted(t[1] for t in rounds)
         scaling = scalings[len(scalings) // 2]
         records = rows[1][3]["records_in"]
         out_bytes = os.path.getsize(raw)
-        stores = stores_rows(src, work, 2) if a.stores else []
+        stores, store_ratios = stores_rows(src, work, a.stores_jobs, a.rounds) if a.stores else ([], [])
         rss10 = None
         if not a.no_10x:
             big = dataset(a.files_per_day * 10, a.records_per_file, a.codec, a.days)
@@ -271,8 +333,11 @@ def main():
             wall, cpu, rss, _ = rows[key]
             print(f"| {name} | {wall:.2f} | {cpu:.2f} | | {mb / wall:.1f} | {records / wall:.0f} | {rss / 2**20:.0f} |")
         print(f"| verify --deep --jobs 2 | | | | | | {deep_rss1 / 2**20:.0f} |")
-        for name, wall, cpu, rss, sys_, rep in stores:
-            print(f"| {name}, --jobs 2 | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
+        wall, cpu, rss, rep, sys_ = rows["reprocess"]
+        print(f"| reprocess --jobs 1 of the export's output | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | | {records / wall:.0f} | {rss / 2**20:.0f} |")
+        print(f"| reprocess --jobs 2 | | | | | | {rp_rss2 / 2**20:.0f} |")
+        for name, wall, cpu, rss, sys_, rep, servers in stores:
+            print(f"| {name}, --jobs {a.stores_jobs} (servers' CPU apart: {servers:.2f} s) | {wall:.2f} | {cpu:.2f} | {sys_:.2f} | {mb / wall:.1f} | {rep['records_in'] / wall:.0f} | {rss / 2**20:.0f} |")
         if rss10 is not None:
             print(f"| export --jobs 2, 10x input ({big_bytes / 1e6:.0f} MB) | | | | | | {rss10 / 2**20:.0f} |")
             print(f"| verify --deep --jobs 2, 10x input | | | | | | {deep_rss10 / 2**20:.0f} |")
@@ -283,8 +348,13 @@ def main():
         print(f"wall jobs 2 / jobs 1: {scaling:.2f} median ({each(t[1] for t in rounds)})   (goal <= {1 / 1.8:.2f})")
         if rss10 is not None:
             print(f"peak RSS 10x / 1x (jobs 2): {rss10 / rows[2][2]:.2f}   (goal ~1.0, both < 512 MiB)")
+        for i, row in enumerate(stores[1:]):
+            each_r = sorted(rs[i] for rs in store_ratios)
+            print(f"client CPU {row[0]} / local -> local: {each_r[len(each_r) // 2]:.2f} median of "
+                  f"{len(each_r)} rounds ({each(rs[i] for rs in store_ratios)})   (goal <= 1.15)")
         print(f"verify CPU / export CPU (jobs 1): default {verify_ratio:.3f} ({each(t[6] for t in rounds)})   (goal <= 0.05)")
         print(f"verify --deep CPU / export CPU (jobs 1): {deep_ratio:.3f} ({each(t[7] for t in rounds)})   (goal <= 0.35)")
+        print(f"xz -1 CPU on reprocess's output / reprocess CPU (jobs 1): {rp_ratio:.2f} ({each(t[8] for t in rounds)})   (goal >= 0.85)")
         if rss10 is not None:
             print(f"verify --deep peak RSS 10x / 1x (jobs 2): {deep_rss10 / deep_rss1:.2f}   (goal <= 1.25)")
     finally:

@@ -16,9 +16,9 @@ step() { printf '\n== %s\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the test binaries before the servers start"
-cargo test --locked --no-run
+cargo test --workspace --locked --no-run
 # Its own temporary cache: the tests below still use (and on a new machine fill) the
 # normal one, ~/.cache/backfill.
 if [ "${CI:-}" = true ] || [ "${BACKFILL_COLD_CHECK:-}" = 1 ]; then
@@ -30,5 +30,5 @@ else
     printf 'test.sh: cold-start check SKIPPED (runs when CI=true or BACKFILL_COLD_CHECK=1; alone: scripts/cold-start-check.sh, ~350 MB download)\n' >&2
 fi
 step "tests, with real HDFS and S3"
-scripts/test-servers.sh -- cargo test --locked
+scripts/test-servers.sh -- cargo test --workspace --locked
 step "all steps passed; cold-start check $cold"

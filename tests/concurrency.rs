@@ -20,26 +20,13 @@ const DAYS: [&str; 6] = [
 /// Each day's folder holds `files` SequenceFiles of 40 records of that day (a few
 /// bad ones).
 fn dataset(root: &Path, days: &[&str], files: u64) {
-    let mut n = 0;
-    for day in days {
-        for f in 0..files {
-            let recs: Vec<Rec> = (0..40)
-                .map(|i| {
-                    n += 1;
-                    if i % 11 == 3 {
-                        bad(n, day)
-                    } else {
-                        good(n, day)
-                    }
-                })
-                .collect();
-            write_seq(
-                &day_dir(root, day).join(format!("part-m-{f:05}")),
-                &recs,
-                BLOCK,
-            );
+    write_days(root, days, files, 40, |n, i, day| {
+        if i % 11 == 3 {
+            bad(n, day)
+        } else {
+            good(n, day)
         }
-    }
+    });
 }
 
 fn args(src: &Path, dest: &Path, report: &Path, extra: &[&str]) -> Vec<String> {

@@ -49,7 +49,7 @@ fn s3_args(endpoint: &str) -> Vec<String> {
 
 /// sha256 of every object of an S3 prefix, by key relative to it; `_backfill/`
 /// only when `bookkeeping`.
-fn s3_digests(url: &str, endpoint: &str, errors_too: bool) -> BTreeMap<String, String> {
+pub(crate) fn s3_digests(url: &str, endpoint: &str, errors_too: bool) -> BTreeMap<String, String> {
     use sha2::Digest;
     let opts = S3Options {
         endpoint_url: Some(endpoint.into()),

@@ -9,26 +9,14 @@ use std::time::{Duration, Instant};
 
 /// Three days × `files` files of 60 records, a few bad ones.
 fn dataset(root: &Path, files: u64) {
-    let mut n = 0;
-    for day in ["20131010", "20131011", "20131012"] {
-        for f in 0..files {
-            let recs: Vec<Rec> = (0..60)
-                .map(|i| {
-                    n += 1;
-                    if i % 13 == 5 {
-                        bad(n, day)
-                    } else {
-                        good(n, day)
-                    }
-                })
-                .collect();
-            write_seq(
-                &day_dir(root, day).join(format!("part-m-{f:05}")),
-                &recs,
-                BLOCK,
-            );
+    let days = ["20131010", "20131011", "20131012"];
+    write_days(root, &days, files, 60, |n, i, day| {
+        if i % 13 == 5 {
+            bad(n, day)
+        } else {
+            good(n, day)
         }
-    }
+    });
 }
 
 fn export_args<'a>(src: &'a Path, dest: &'a Path, report: &'a Path) -> Vec<&'a str> {

@@ -8,6 +8,7 @@ mod concurrency;
 mod e2e;
 mod export;
 mod hdfs;
+mod reprocess;
 mod resume;
 mod s3;
 mod sqs;

@@ -23,7 +23,8 @@ pub struct CleanArgs {
     /// Say what would be removed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Where the job staged, when it ran with --staging-dir DIR.
+    /// Where the job staged, when it ran with --staging-dir DIR [default: for DEST
+    /// on S3, this machine's cache folder for it, as the export used].
     #[arg(long, value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
     /// S3 settings, when DEST is `s3://…`.
@@ -35,7 +36,11 @@ pub struct CleanArgs {
 /// of it is alive.
 pub fn run(a: &CleanArgs) -> anyhow::Result<i32> {
     let dest = open_existing(&a.dest, &a.s3)?;
-    let staging = match &a.staging_dir {
+    let dir = a
+        .staging_dir
+        .clone()
+        .or_else(|| super::options::default_staging(&a.dest).filter(|d| d.is_dir()));
+    let staging = match &dir {
         Some(d) => {
             Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
         }

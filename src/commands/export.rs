@@ -1,6 +1,6 @@
 //! `backfill export`: arguments, the run, the summary and `--dry-run`.
 
-use super::options::{export_options, OutputArgs, SelectArgs};
+use super::options::{export_options, JobArgs};
 use super::{
     local_path, open_source, open_store, write_json, EXIT_OK, EXIT_SIGNAL, EXIT_UNREADABLE,
 };
@@ -26,12 +26,6 @@ pub struct ExportArgs {
     pub source: String,
     /// Destination: a local directory (a path or `file://…`) or `s3://bucket/prefix`.
     pub dest: String,
-    /// Write the run report (JSON) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Show what would be read (files, bytes, days, estimated output) and write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
     /// Read again the committed folders whose report lists unreadable regions (after
     /// an HDFS block recovery, or a damaged file replaced): each such folder is
     /// exported again under new names (never over committed objects), and the
@@ -39,15 +33,9 @@ pub struct ExportArgs {
     /// without unreadable regions are skipped as usual.
     #[arg(long)]
     pub retry_unreadable: bool,
-    /// Which records.
+    /// Report, dry run, selection, shards and output settings.
     #[command(flatten)]
-    pub select: SelectArgs,
-    /// Scale-out.
-    #[command(flatten)]
-    pub shards: ShardArgs,
-    /// How they are written.
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub job: JobArgs,
     /// HDFS source settings.
     #[command(flatten)]
     pub hdfs: HdfsOptions,
@@ -56,55 +44,15 @@ pub struct ExportArgs {
     pub s3: S3Options,
 }
 
-/// Array jobs of a batch scheduler: each task takes a share of the folders.
-#[derive(Args, Debug, Clone, Default)]
-#[command(next_help_heading = "Scale-out")]
-pub struct ShardArgs {
-    /// Export only share I of N of the folders (by a hash of each folder's name):
-    /// N runs side by side into one DEST, on one machine or many, give the store
-    /// one run gives. Each run's report describes the whole job as far as it is
-    /// committed; the last to finish sweeps.
-    #[arg(long, value_name = "I/N", value_parser = crate::export::plan::parse_shard, conflicts_with = "shards")]
-    pub shard: Option<(u32, u32)>,
-    /// Export share I of N, I taken from the array job's index: JOB_COMPLETION_INDEX
-    /// (Kubernetes Indexed Jobs), AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch) or
-    /// SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN (Slurm).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub shards: Option<u32>,
-}
-
-impl ShardArgs {
-    /// The share, from the flags and the scheduler's environment.
-    pub fn shard(&self) -> anyhow::Result<Option<(u32, u32)>> {
-        if let Some(s) = self.shard {
-            return Ok(Some(s));
-        }
-        let Some(n) = self.shards else {
-            return Ok(None);
-        };
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let index = if let Some(v) = var("JOB_COMPLETION_INDEX") {
-            ("JOB_COMPLETION_INDEX", v.parse::<u32>().ok())
-        } else if let Some(v) = var("AWS_BATCH_JOB_ARRAY_INDEX") {
-            ("AWS_BATCH_JOB_ARRAY_INDEX", v.parse().ok())
-        } else if let Some(v) = var("SLURM_ARRAY_TASK_ID") {
-            let min = var("SLURM_ARRAY_TASK_MIN")
-                .and_then(|m| m.parse::<u32>().ok())
-                .unwrap_or(0);
-            (
-                "SLURM_ARRAY_TASK_ID",
-                v.parse::<u32>().ok().and_then(|i| i.checked_sub(min)),
-            )
-        } else {
-            bail!("--shards {n} needs the task's index: set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID, or give --shard I/{n}");
-        };
-        match index {
-            (_, Some(i)) if i < n => Ok(Some((i, n))),
-            (k, _) => bail!(
-                "{k}={} is not an index below --shards {n}",
-                var(k).unwrap_or_default()
-            ),
-        }
+impl ExportArgs {
+    /// The destination of job `job` (see [`open_destination`]).
+    pub(crate) fn destination(
+        &self,
+        mappings: &Mappings,
+        job: &str,
+    ) -> anyhow::Result<Destination> {
+        let staging_dir = self.job.output.staging_dir(&self.dest);
+        open_destination(&self.dest, &self.s3, staging_dir.as_deref(), mappings, job)
     }
 }
 
@@ -134,10 +82,12 @@ fn check_not_nested(source: &str, dest: &str) -> anyhow::Result<()> {
 /// one. Without it the staging is the destination itself, the same store object:
 /// --max-requests and --max-write-rate are one budget for both.
 pub(crate) fn open_destination(
-    a: &ExportArgs,
+    dest: &str,
+    s3: &S3Options,
+    staging_dir: Option<&Path>,
     mappings: &Mappings,
     job: &str,
-) -> anyhow::Result<(Box<dyn Store>, Option<LocalStore>)> {
+) -> anyhow::Result<Destination> {
     let metadata = BTreeMap::from([
         (
             "backfill-version".to_string(),
@@ -149,14 +99,34 @@ pub(crate) fn open_destination(
         ),
         ("job".to_string(), job.to_string()),
     ]);
-    let dest = open_store(&a.dest, &a.s3, metadata)?;
-    let local_staging = match &a.output.staging_dir {
+    let dest = open_store(dest, s3, metadata)?;
+    let local_staging = match staging_dir {
         Some(d) => {
             Some(LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?)
         }
         None => None,
     };
-    Ok((dest, local_staging))
+    Ok(Destination {
+        dest,
+        local_staging,
+    })
+}
+
+/// A job's destination and where it stages.
+pub(crate) struct Destination {
+    /// The destination.
+    pub dest: Box<dyn Store>,
+    local_staging: Option<LocalStore>,
+}
+
+impl Destination {
+    /// Where pieces are staged: `--staging-dir`, else the destination itself.
+    pub fn staging(&self) -> &dyn Store {
+        match &self.local_staging {
+            Some(s) => s,
+            None => self.dest.as_ref(),
+        }
+    }
 }
 
 /// Runs `export`; returns the exit code.
@@ -168,24 +138,48 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let source = open_source(&a.source, &a.hdfs)?;
     check_not_nested(&a.source, &a.dest)?;
-    let mut opts = export_options(&a.select, &a.output, &mappings)?;
+    let mut opts = export_options(&a.job.select, &a.job.output, &mappings)?;
     opts.retry_unreadable = a.retry_unreadable;
-    opts.shard = a.shards.shard()?;
-    if a.dry_run {
-        return dry_run(
-            source.as_ref(),
-            &opts,
-            &mappings,
-            &a.dest,
-            a.report.as_deref(),
-        );
+    opts.shard = a.job.shards.shard()?;
+    // Converted JSON is about 0.65 of the input and xz -1 shrinks it about 5.75x on
+    // real payloads (BENCHMARKS.md); other presets are in the same range.
+    let target = a.job.target(&a.dest, &a.s3, 0.65 / 5.75);
+    drive(&mappings, source.as_ref(), &opts, &target, quiet, bar)
+}
+
+/// Where a run of the pipeline writes, and how it reports.
+pub struct Target<'a> {
+    /// DEST as given.
+    pub dest: &'a str,
+    /// S3 settings of DEST.
+    pub s3: &'a S3Options,
+    /// `--staging-dir`.
+    pub staging_dir: Option<PathBuf>,
+    /// `--report`.
+    pub report: Option<&'a Path>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// Bytes of objects per source byte, for the dry run's estimate.
+    pub out_per_in: f64,
+}
+
+/// Runs the pipeline (an export, or a reprocess: `opts` says which) from `source`
+/// into the target, with the progress bar, signals, report and summary every such
+/// command has; returns the exit code.
+pub(crate) fn drive(
+    mappings: &Mappings,
+    source: &dyn Source,
+    opts: &ExportOptions,
+    t: &Target<'_>,
+    quiet: bool,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<i32> {
+    if t.dry_run {
+        return dry_run(source, opts, mappings, t);
     }
-    let job = export::job_spec(&opts, &mappings).id();
-    let (dest, local_staging) = open_destination(a, &mappings, &job)?;
-    let staging: &dyn Store = match &local_staging {
-        Some(s) => s,
-        None => dest.as_ref(),
-    };
+    let job = export::job_spec(opts, mappings).id();
+    let out = open_destination(t.dest, t.s3, t.staging_dir.as_deref(), mappings, &job)?;
+    let (dest, staging) = (&out.dest, out.staging());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
@@ -198,22 +192,19 @@ pub fn run(
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_SIGNAL, Arc::clone(&stop))?;
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "export starting");
+    let what = if opts.reprocess.is_some() {
+        "reprocess"
+    } else {
+        "export"
+    };
+    tracing::info!(source = %source.describe(), dest = %dest.describe(), jobs = opts.jobs, "{what} starting");
     let export::Outcome {
         report,
         interrupted,
-    } = export::export(
-        &mappings,
-        source.as_ref(),
-        dest.as_ref(),
-        staging,
-        &opts,
-        bar,
-        &stop,
-    );
+    } = export::export(mappings, source, dest.as_ref(), staging, opts, bar, &stop);
     bar.finish_and_clear();
     // The report is written on every way out, saying how far the job got.
-    if let Some(p) = &a.report {
+    if let Some(p) = t.report {
         write_json(p, &report)?;
     }
     let code = if report.error.is_none() && (interrupted || stop.load(Ordering::SeqCst)) {
@@ -256,6 +247,31 @@ pub fn summary(r: &Report, interrupted: bool) {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         eprintln!("rejected by reason: {}", reasons.join(", "));
+    }
+    if let Some(m) = &r.moved {
+        let c = &r.stats.changes;
+        let by = |x: &BTreeMap<String, u64>| {
+            x.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!(
+            "changes: {} records unchanged, {} re-serialised, {} moved between {} pairs of partitions",
+            c.unchanged, c.rewritten, m.records, m.pairs
+        );
+        for p in m.largest.iter().take(5) {
+            eprintln!("  moved {} records: {} -> {}", p.records, p.from, p.to);
+        }
+        if !c.accepted_from_errors.is_empty() {
+            eprintln!(
+                "accepted from the error output, by old reason: {}",
+                by(&c.accepted_from_errors)
+            );
+        }
+        if !c.newly_rejected.is_empty() {
+            eprintln!("rejected now, by reason: {}", by(&c.newly_rejected));
+        }
     }
     for u in &r.stats.unreadable {
         eprintln!(
@@ -302,14 +318,12 @@ fn dry_run(
     source: &dyn Source,
     opts: &ExportOptions,
     mappings: &Mappings,
-    dest: &str,
-    report: Option<&Path>,
+    t: &Target<'_>,
 ) -> anyhow::Result<i32> {
+    let (dest, report) = (t.dest, t.report);
     let s = export::survey(source, opts)?;
     let spec = export::job_spec(opts, mappings);
-    // Converted JSON is about 0.65 of the input and xz -1 shrinks it about 5.75x on
-    // real payloads (BENCHMARKS.md); other presets are in the same range.
-    let est = (s.bytes as f64 * 0.65 / 5.75) as u64;
+    let est = (s.bytes as f64 * t.out_per_in) as u64;
     let days: Vec<String> = s.days.iter().map(|d| d.to_string()).collect();
     let plan = serde_json::json!({
         "dry_run": true,

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod export;
 pub mod options;
 pub mod queue;
+pub mod reprocess;
 pub mod status;
 pub mod verify;
 

@@ -15,7 +15,7 @@
 //! finishes the folder. Planning twice sends nothing twice: each folder's message is
 //! recorded in the destination (`_backfill/queue/<job>/`) once sent.
 
-use super::export::{open_destination, ExportArgs};
+use super::export::ExportArgs;
 use super::options::export_options;
 use super::{open_source, open_store, EXIT_FAILURE, EXIT_OK, EXIT_SIGNAL};
 use crate::core::mappings::Mappings;
@@ -157,16 +157,16 @@ pub fn run_plan(
     queue: &dyn Queue,
 ) -> anyhow::Result<i32> {
     let e = &a.export;
-    let opts = export_options(&e.select, &e.output, &mappings)?;
+    let opts = export_options(&e.job.select, &e.job.output, &mappings)?;
     let source = open_source(&e.source, &e.hdfs)?;
     let spec = export::job_spec(&opts, &mappings);
     let dest = open_store(&e.dest, &e.s3, BTreeMap::new())?;
-    let job = if e.dry_run {
+    let job = if e.job.dry_run {
         spec.id()
     } else {
         export::claim_job(dest.as_ref(), &spec, &source.describe())?
     };
-    let filter = match &e.select.filter {
+    let filter = match &e.job.select.filter {
         Some(p) => Some(
             std::fs::read_to_string(p)
                 .with_context(|| format!("reading filter {}", p.display()))?,
@@ -221,7 +221,7 @@ pub fn run_plan(
             filter: filter.clone(),
         };
         let body = serde_json::to_string(&work).expect("work serialises");
-        if e.dry_run {
+        if e.job.dry_run {
             sent += 1;
             return true;
         }
@@ -257,10 +257,10 @@ pub fn run_plan(
     if !batch.is_empty() {
         send_and_record(queue, dest.as_ref(), &batch)?;
     }
-    if !e.dry_run {
+    if !e.job.dry_run {
         record.write(dest.as_ref())?;
     }
-    let verb = if e.dry_run { "would send" } else { "sent" };
+    let verb = if e.job.dry_run { "would send" } else { "sent" };
     eprintln!(
         "job {job}: {verb} {sent} folders to {}; {already} were sent before, {committed} are committed",
         queue.describe()
@@ -415,7 +415,7 @@ fn do_message(
     stop: &AtomicBool,
 ) -> anyhow::Result<(Work, bool)> {
     let (work, mappings, e, _filter) = parse_work(m, a.jobs)?;
-    let mut opts = export_options(&e.select, &e.output, &mappings)?;
+    let mut opts = export_options(&e.job.select, &e.job.output, &mappings)?;
     opts.only_folder = Some(work.folder.clone());
     let spec = export::job_spec(&opts, &mappings);
     if spec.id() != work.job {
@@ -428,11 +428,8 @@ fn do_message(
         );
     }
     let source = open_source(&e.source, &e.hdfs)?;
-    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
-    let staging: &dyn Store = match &local_staging {
-        Some(s) => s,
-        None => dest.as_ref(),
-    };
+    let out = e.destination(&mappings, &work.job)?;
+    let (dest, staging) = (&out.dest, out.staging());
     tracing::info!(folder = %work.folder, job = %work.job, receive_count = m.receive_count, "working on a folder");
     let out = export::export(
         &mappings,
@@ -459,12 +456,9 @@ fn sweep_job(w: &Work) -> anyhow::Result<String> {
         receive_count: 0,
     };
     let (work, mappings, e, _filter) = parse_work(&m, None)?;
-    let opts = export_options(&e.select, &e.output, &mappings)?;
-    let (dest, local_staging) = open_destination(&e, &mappings, &work.job)?;
-    let staging: &dyn Store = match &local_staging {
-        Some(s) => s,
-        None => dest.as_ref(),
-    };
+    let opts = export_options(&e.job.select, &e.job.output, &mappings)?;
+    let out = e.destination(&mappings, &work.job)?;
+    let (dest, staging) = (&out.dest, out.staging());
     export::sweep_job(dest.as_ref(), staging, &opts, &work.job)
 }
 

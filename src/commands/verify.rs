@@ -1,9 +1,11 @@
 //! `backfill verify`: arguments, the run, the per-day table and the report files.
 
 use super::options::{export_options, OutputArgs, SelectArgs};
+use super::reprocess::{open_store_source, reprocess_options, LayoutArgs};
 use super::{open_existing, open_source, write_json, EXIT_OK, EXIT_PARITY, EXIT_USAGE};
 use crate::core::mappings::Mappings;
 use crate::source::hdfs::HdfsOptions;
+use crate::source::Source;
 use crate::store::local::LocalStore;
 use crate::store::s3::S3Options;
 use crate::store::Store;
@@ -51,6 +53,14 @@ pub struct VerifyArgs {
     /// Differing doc ids kept per kind and partition in the report.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_ids: usize,
+    /// SOURCE is a store of the new layout and the job a `reprocess` (give its
+    /// --errors and layout versions too): the job's records are read again from
+    /// SOURCE's objects (and error output).
+    #[arg(long)]
+    pub reprocess: bool,
+    /// The reprocess job's layouts (with --reprocess).
+    #[command(flatten)]
+    pub layout: LayoutArgs,
     /// Which records the job took.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -76,16 +86,25 @@ pub fn run(
         eprintln!("backfill: --all-writers compares records: give --deep or --sample too");
         return Ok(EXIT_USAGE);
     }
-    let source = open_source(&a.source, &a.hdfs)?;
+    let export = if a.reprocess {
+        reprocess_options(&a.select, &a.output, &a.layout, &mappings)?
+    } else {
+        export_options(&a.select, &a.output, &mappings)?
+    };
+    let source: Box<dyn Source> = if a.reprocess {
+        Box::new(open_store_source(&a.source, &a.s3, &export)?)
+    } else {
+        open_source(&a.source, &a.hdfs)?
+    };
     let dest = open_existing(&a.dest, &a.s3)?;
-    let staging: Option<Box<dyn Store>> = match &a.output.staging_dir {
+    let staging: Option<Box<dyn Store>> = match &a.output.staging_dir(&a.dest) {
         Some(d) if d.is_dir() => Some(Box::new(
             LocalStore::new(d).with_context(|| format!("staging dir {}", d.display()))?,
         )),
         _ => None,
     };
     let opts = VerifyOptions {
-        export: export_options(&a.select, &a.output, &mappings)?,
+        export,
         deep: a.deep,
         sample: a.sample,
         all_writers: a.all_writers,

@@ -107,6 +107,8 @@ struct FastValue {
 enum Ver {
     Missing,
     One,
+    /// Already converted (the new store's records), accepted by re-processing.
+    Two,
     Other,
 }
 
@@ -183,6 +185,9 @@ pub struct Converter<'m> {
     doc_id: String,
     day: String,
     hist_at: Option<usize>,
+    /// Copy `histograms` canonically instead of reading them into the intermediate
+    /// form (records already converted, see [`Converter::convert_stored`]).
+    copy_histograms: bool,
 }
 
 fn field_index<'m>(wanted: &mut Vec<&'m str>, name: &'m str) -> usize {
@@ -532,6 +537,7 @@ impl<'m> Converter<'m> {
             doc_id: String::new(),
             day: String::new(),
             hist_at: None,
+            copy_histograms: false,
         }
     }
 
@@ -568,6 +574,87 @@ impl<'m> Converter<'m> {
         self.convert_body(body, path_dims)
     }
 
+    /// Re-processes a record of the new store: its doc id, its submission day (from
+    /// the partition name it was stored under) and its JSON. A ver 2 record is
+    /// re-validated and re-routed under the current mappings without converting its
+    /// histograms again, and re-serialised canonically (SPEC §5: a line the export
+    /// wrote comes out byte-identical); a ver 1 record is converted in full.
+    pub fn convert_stored(
+        &mut self,
+        doc_id: &[u8],
+        day: &str,
+        json: &[u8],
+    ) -> Result<Converted<'_>, Rejection> {
+        if !rowkey::is_uuid(doc_id) {
+            return reject(
+                Reason::InvalidKey,
+                format!(
+                    "doc id {:?} is not a UUID",
+                    String::from_utf8_lossy(&doc_id[..doc_id.len().min(64)])
+                ),
+            );
+        }
+        self.doc_id.clear();
+        // A UUID is ASCII.
+        self.doc_id
+            .push_str(std::str::from_utf8(doc_id).expect("a UUID is ASCII"));
+        self.day.clear();
+        self.day.push_str(day);
+        if !json.is_ascii() {
+            if let Err(e) = std::str::from_utf8(json) {
+                return reject(
+                    Reason::CorruptedData,
+                    format!("value is not utf-8 (byte {})", e.valid_up_to()),
+                );
+            }
+        }
+        self.copy_histograms = true;
+        let parsed = self.parse_top(json);
+        self.copy_histograms = false;
+        let (ver, info, hist) =
+            parsed.map_err(|e| Rejection::new(Reason::InvalidJson, e.to_string()))?;
+        match ver {
+            Ver::Two => {}
+            // Not converted yet (or not at all): the whole way, like a legacy record.
+            Ver::One => {
+                self.run(json, &[])?;
+                return Ok(self.converted());
+            }
+            Ver::Missing => return reject(Reason::UnsupportedVersion, "no ver"),
+            Ver::Other => return reject(Reason::UnsupportedVersion, "ver is not 1 or 2"),
+        }
+        match info {
+            Part::Object => {}
+            Part::Missing => return reject(Reason::MissingInfo, "no info"),
+            Part::NotObject => return reject(Reason::MissingInfo, "info is not an object"),
+        }
+        if hist == Part::NotObject {
+            return reject(Reason::InvalidBucket, "histograms is not an object");
+        }
+        // Nothing is dropped: the histograms were judged when they were converted.
+        self.dropped.clear();
+        self.dropped_names.clear();
+        self.line.clear();
+        self.line.extend_from_slice(self.doc_id.as_bytes());
+        self.line.push(b'\t');
+        self.line.extend_from_slice(&self.out);
+        self.line.push(b'\n');
+        self.route(&[]);
+        Ok(self.converted())
+    }
+
+    fn converted(&self) -> Converted<'_> {
+        Converted {
+            doc_id: &self.doc_id,
+            day: &self.day,
+            dims: &self.dims,
+            partition: &self.partition,
+            line: &self.line,
+            dropped: &self.dropped,
+            dropped_names: &self.dropped_names,
+        }
+    }
+
     fn convert_body(
         &mut self,
         value: &[u8],
@@ -594,15 +681,7 @@ impl<'m> Converter<'m> {
             }
         }
         self.run(payload, path_dims)?;
-        Ok(Converted {
-            doc_id: &self.doc_id,
-            day: &self.day,
-            dims: &self.dims,
-            partition: &self.partition,
-            line: &self.line,
-            dropped: &self.dropped,
-            dropped_names: &self.dropped_names,
-        })
+        Ok(self.converted())
     }
 
     /// Parses, checks and converts; fills `dims`, `partition`, `line`, `dropped`.
@@ -613,7 +692,7 @@ impl<'m> Converter<'m> {
         match ver {
             Ver::One => {}
             Ver::Missing => return reject(Reason::UnsupportedVersion, "no ver"),
-            Ver::Other => return reject(Reason::UnsupportedVersion, "ver is not 1"),
+            Ver::Two | Ver::Other => return reject(Reason::UnsupportedVersion, "ver is not 1"),
         }
         match info {
             Part::Object => {}
@@ -1022,6 +1101,8 @@ impl<'m> Converter<'m> {
                             ver = Ver::One;
                             self.out.truncate(start);
                             self.out.push(b'2');
+                        } else if &b[vi..i] == b"2" {
+                            ver = Ver::Two;
                         } else {
                             ver = Ver::Other;
                         }
@@ -1042,7 +1123,10 @@ impl<'m> Converter<'m> {
                         if hist != Part::Missing {
                             return json::err(key_at, "duplicate key \"histograms\"");
                         }
-                        if b.get(vi) == Some(&b'{') {
+                        if b.get(vi) == Some(&b'{') && self.copy_histograms {
+                            hist = Part::Object;
+                            i = json::canon_value(b, vi, &mut self.out, 1)?;
+                        } else if b.get(vi) == Some(&b'{') {
                             hist = Part::Object;
                             self.hist_at = Some(self.out.len());
                             i = self.parse_histograms(b, vi)?;
@@ -1282,6 +1366,107 @@ mod tests {
             Ok(_) => panic!("expected a rejection for {value}"),
             Err(r) => r.reason,
         }
+    }
+
+    #[test]
+    fn stored_records_come_back_the_same_or_canonical() {
+        let m = Mappings::embedded().unwrap();
+        let value = payload(&format!(
+            r#"{{"A11Y_INSTANTIATED_FLAG":{FLAG},"NOT_A_HISTOGRAM_WE_KNOW":{FLAG}}}"#
+        ));
+        let mut c = Converter::new(m);
+        let (part, line) = {
+            let out = c.convert_legacy(&key(), value.as_bytes()).unwrap();
+            (out.partition.to_string(), out.line.to_vec())
+        };
+        let tab = line.iter().position(|&b| b == b'\t').unwrap();
+        let json = &line[tab + 1..line.len() - 1];
+        // What the export wrote comes back byte for byte, in the same partition, and
+        // nothing is dropped a second time.
+        let again = c.convert_stored(ID.as_bytes(), "20131011", json).unwrap();
+        assert_eq!(again.partition, part);
+        assert_eq!(again.line, &line[..]);
+        assert_eq!(again.dropped().count(), 0);
+        // A non-compact spelling of the same record (the old server's files) is
+        // written in the canonical form.
+        let loose = String::from_utf8(json.to_vec())
+            .unwrap()
+            .replace(",", " ,\n ")
+            .replace("\"ver\":2", "\"ver\" : 2")
+            .replace("Firefox", "Fire\\u0066ox");
+        let again = c
+            .convert_stored(ID.to_uppercase().as_bytes(), "20131011", loose.as_bytes())
+            .unwrap();
+        assert_eq!(again.partition, part);
+        assert_eq!(
+            &again.line[36..],
+            &line[36..],
+            "a loose spelling is re-serialised canonically"
+        );
+        // A ver 1 record in the store is converted in full, as the export would.
+        let full = c
+            .convert_stored(ID.as_bytes(), "20131011", value.as_bytes())
+            .unwrap();
+        assert_eq!(full.line, &line[..]);
+        assert_eq!(
+            full.dropped().collect::<Vec<_>>(),
+            ["NOT_A_HISTOGRAM_WE_KNOW"]
+        );
+        // The day is the one given (the partition name's), not one in the record.
+        let other_day = c.convert_stored(ID.as_bytes(), "20140101", json).unwrap();
+        assert!(
+            other_day.partition.ends_with(".20140101.v2.log"),
+            "{}",
+            other_day.partition
+        );
+    }
+
+    #[test]
+    fn stored_records_are_judged_in_spec_order() {
+        let m = Mappings::embedded().unwrap();
+        let mut c = Converter::new(m);
+        let inf = info("");
+        let cases: Vec<(&[u8], String, Reason)> = vec![
+            (
+                b"not-a-uuid",
+                format!(r#"{{"ver":2,"info":{inf}}}"#),
+                InvalidKey,
+            ),
+            (
+                ID.as_bytes(),
+                r#"{"ver":2,"info":{"a":}}"#.into(),
+                InvalidJson,
+            ),
+            (ID.as_bytes(), "[1]".into(), InvalidJson),
+            (
+                ID.as_bytes(),
+                format!(r#"{{"ver":3,"info":{inf}}}"#),
+                UnsupportedVersion,
+            ),
+            (
+                ID.as_bytes(),
+                format!(r#"{{"info":{inf}}}"#),
+                UnsupportedVersion,
+            ),
+            (ID.as_bytes(), r#"{"ver":2,"info":[]}"#.into(), MissingInfo),
+            (ID.as_bytes(), r#"{"ver":2}"#.into(), MissingInfo),
+            (
+                ID.as_bytes(),
+                format!(r#"{{"ver":2,"info":{inf},"histograms":[]}}"#),
+                InvalidBucket,
+            ),
+        ];
+        for (id, json, want) in cases {
+            match c.convert_stored(id, "20131011", json.as_bytes()) {
+                Ok(o) => panic!("{json} was accepted: {}", o.partition),
+                Err(r) => assert_eq!(r.reason, want, "{json}: {}", r.detail),
+            }
+        }
+        let bad_utf8 = b"{\"ver\":2,\"info\":{\"reason\":\"\xff\"}}";
+        let r = c
+            .convert_stored(ID.as_bytes(), "20131011", bad_utf8)
+            .unwrap_err();
+        assert_eq!(r.reason, CorruptedData);
     }
 
     #[test]

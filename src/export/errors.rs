@@ -26,6 +26,16 @@ pub struct ErrorRecord {
     pub tool_version: String,
     /// Mappings version.
     pub mappings_version: String,
+    /// Set for a record of the new store (`reprocess`): its submission day, from
+    /// the partition name it was stored under; the key is then its doc id, and the
+    /// value its JSON. Absent for legacy records, whose key holds the day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    /// Set for a live submission (`ingest work`): when it was received (epoch ms);
+    /// the key is then its request path (without `/submit/telemetry/`), the value
+    /// its body, and `day` the UTC day of receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<u64>,
 }
 
 impl ErrorRecord {
@@ -50,6 +60,8 @@ impl ErrorRecord {
             value_b64: b64.encode(value),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             mappings_version: mappings_version.to_string(),
+            day: None,
+            received_ms: None,
         }
     }
 

@@ -94,6 +94,32 @@ pub struct JobSpec {
     /// binary whose conversion writes other bytes must not continue this job.
     #[serde(default)]
     pub converter: u32,
+    /// Set for a `reprocess` job (its source is a store of the new layout); absent
+    /// for an export, whose job id it leaves as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<ReprocessSpec>,
+    /// Set for the live ingest workers' job (raw logs of the server); absent for an
+    /// export.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ingest: bool,
+}
+
+/// What a `reprocess` job reads and writes, beside an export's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReprocessSpec {
+    /// Layout version of the objects read (`.v<N>.log.` in their names; 2 for what
+    /// `export` and the old server wrote).
+    pub source_layout: u32,
+    /// Layout version of the objects written.
+    pub layout: u32,
+    /// Whether the source's error output is read too (`--errors`).
+    pub errors: bool,
+}
+
+/// The layout version the objects a job writes carry in their names: 2 for an
+/// export (the old server's layout), a reprocess job's own otherwise.
+pub fn layout_of(spec: &JobSpec) -> u32 {
+    spec.reprocess.as_ref().map_or(2, |r| r.layout)
 }
 
 impl JobSpec {
@@ -170,6 +196,59 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Regions that could not be read.
     pub unreadable: Vec<Unreadable>,
+    /// What re-processing changed (`reprocess` only: absent from an export's).
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub changes: Changes,
+}
+
+/// What `reprocess` did to the records it read again, beside the usual counts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Changes {
+    /// Records written to another partition than the one they were read from, by
+    /// `"<old partition>\t<new partition>"` (partitions without the layout suffix).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub moved: BTreeMap<String, u64>,
+    /// Records written to the same partition, byte-identical.
+    #[serde(default)]
+    pub unchanged: u64,
+    /// Records written to the same partition with other bytes (an old file's
+    /// non-compact line re-serialised, a ver 1 record converted).
+    #[serde(default)]
+    pub rewritten: u64,
+    /// Records of the error output written now, by the reason they had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accepted_from_errors: BTreeMap<String, u64>,
+    /// Records of the store rejected now, by the new reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub newly_rejected: BTreeMap<String, u64>,
+}
+
+impl Changes {
+    /// Nothing recorded (always so for an export).
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Changes) {
+        add_counts(&mut self.moved, &other.moved);
+        self.unchanged += other.unchanged;
+        self.rewritten += other.rewritten;
+        add_counts(&mut self.accepted_from_errors, &other.accepted_from_errors);
+        add_counts(&mut self.newly_rejected, &other.newly_rejected);
+    }
+}
+
+/// Adds counts by name into `into`.
+pub fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        match into.get_mut(k) {
+            Some(n) => *n += v,
+            None => {
+                into.insert(k.clone(), *v);
+            }
+        }
+    }
 }
 
 impl Stats {
@@ -180,14 +259,11 @@ impl Stats {
         self.records_error += other.records_error;
         self.records_filtered += other.records_filtered;
         self.records_outside_window += other.records_outside_window;
-        for (k, v) in &other.errors_by_reason {
-            *self.errors_by_reason.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &other.histograms_dropped {
-            *self.histograms_dropped.entry(k.clone()).or_default() += v;
-        }
+        add_counts(&mut self.errors_by_reason, &other.errors_by_reason);
+        add_counts(&mut self.histograms_dropped, &other.histograms_dropped);
         self.bytes_in += other.bytes_in;
         self.unreadable.extend(other.unreadable.iter().cloned());
+        self.changes.add(&other.changes);
     }
 }
 
@@ -428,6 +504,8 @@ mod tests {
             buffer_size: 64 << 20,
             split_size: 256 << 20,
             converter: 1,
+            reprocess: None,
+            ingest: false,
         }
     }
 

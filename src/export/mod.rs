@@ -81,6 +81,12 @@ pub struct ExportOptions {
     /// Export only this source folder (a queue worker's message), without walking
     /// the source, surveying it, or sweeping the job.
     pub only_folder: Option<String>,
+    /// A `reprocess` job: the source is a store of the new layout (see
+    /// [`crate::reprocess`]), read by its own unit reader.
+    pub reprocess: Option<manifest::ReprocessSpec>,
+    /// An `ingest` job: the source holds the live server's raw logs, one folder per
+    /// raw file (see [`crate::ingest`]).
+    pub ingest: bool,
 }
 
 impl Default for ExportOptions {
@@ -100,6 +106,8 @@ impl Default for ExportOptions {
             retry_unreadable: false,
             shard: None,
             only_folder: None,
+            reprocess: None,
+            ingest: false,
         }
     }
 }
@@ -161,6 +169,64 @@ pub struct Report {
     pub folders_waited: u64,
     /// What the end-of-run sweep did (orphans, staging, incomplete uploads).
     pub sweep: String,
+    /// `reprocess`: records written to another partition than the one they were
+    /// read from (the rest of what changed is under `changes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Moved>,
+}
+
+/// Records that changed partition in a `reprocess`, the largest moves first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Moved {
+    /// Records moved, in all.
+    pub records: u64,
+    /// Distinct (old partition, new partition) pairs.
+    pub pairs: u64,
+    /// The largest pairs, at most [`MOVES_SHOWN`], by records then names.
+    pub largest: Vec<MovedPair>,
+}
+
+/// Records moved from one partition to another.
+#[derive(Clone, Debug, Serialize)]
+pub struct MovedPair {
+    /// The partition read (without its layout suffix).
+    pub from: String,
+    /// The partition written (without its layout suffix).
+    pub to: String,
+    /// Records.
+    pub records: u64,
+}
+
+/// Moves a report lists by name; the counts cover all of them.
+pub const MOVES_SHOWN: usize = 1000;
+
+impl Report {
+    /// Turns the moves counted in `stats.changes` into [`Report::moved`]: full
+    /// counts, and the largest [`MOVES_SHOWN`] pairs by name.
+    fn summarise_moves(&mut self) {
+        let all = std::mem::take(&mut self.stats.changes.moved);
+        let mut pairs: Vec<(String, u64)> = all.into_iter().collect();
+        let records = pairs.iter().map(|p| p.1).sum();
+        let n = pairs.len() as u64;
+        pairs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let largest = pairs
+            .into_iter()
+            .take(MOVES_SHOWN)
+            .map(|(k, records)| {
+                let (from, to) = k.split_once('\t').unwrap_or((&k, ""));
+                MovedPair {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    records,
+                }
+            })
+            .collect();
+        self.moved = Some(Moved {
+            records,
+            pairs: n,
+            largest,
+        });
+    }
 }
 
 /// A unit or folder a run could not finish.
@@ -271,6 +337,8 @@ pub fn job_spec(opts: &ExportOptions, mappings: &Mappings) -> JobSpec {
         buffer_size: opts.buffer_size,
         split_size: opts.split_size,
         converter: crate::core::convert::OUTPUT_VERSION,
+        reprocess: opts.reprocess.clone(),
+        ingest: opts.ingest,
     }
 }
 
@@ -773,6 +841,8 @@ impl Run<'_> {
             buffer_size: self.opts.buffer_size,
             piece_max: (self.opts.target_size / 8).max(1),
             on_progress: &on_progress,
+            reprocess: self.opts.reprocess.as_ref(),
+            ingest: self.opts.ingest,
         };
         let m = unit::process(&ctx, u)
             .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))?;
@@ -1452,6 +1522,9 @@ fn run_folders(
     report.units_resumed = run.units_resumed.load(Ordering::Relaxed) as u64;
     report.units_run = run.units_run.load(Ordering::Relaxed) as u64;
     history.totals(report);
+    if opts.reprocess.is_some() {
+        report.summarise_moves();
+    }
     report.stats.unreadable.sort();
     report.failed = failures;
     report.source_changed = run.changed.into_inner().unwrap();

@@ -91,9 +91,18 @@ impl Selection {
         match day {
             None if self.covered.is_empty() => DayClass::Selected,
             None => DayClass::Covered,
-            Some(d) if self.covered.iter().any(|c| c.contains(d)) => DayClass::Covered,
-            Some(d) if self.window.contains(d) => DayClass::Selected,
-            Some(_) => DayClass::Outside,
+            Some(d) => self.classify_day(d),
+        }
+    }
+
+    /// Classifies a record of submission day `day` (`yyyyMMdd` as a number).
+    pub fn classify_day(&self, day: u32) -> DayClass {
+        if self.covered.iter().any(|c| c.contains(day)) {
+            DayClass::Covered
+        } else if self.window.contains(day) {
+            DayClass::Selected
+        } else {
+            DayClass::Outside
         }
     }
 }
@@ -195,9 +204,14 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     Ok((i, n))
 }
 
-/// The group id of a folder.
+/// The group id of a folder: a hash of its name, after the writer id when the
+/// folder is a raw log of the live server (`ingest`), so its objects carry it.
 pub fn group_id(dir: &str) -> String {
-    short_hash(&format!("group\0{dir}"), 8)
+    let h = short_hash(&format!("group\0{dir}"), 8);
+    match crate::ingest::writer_of(dir) {
+        Some(w) => format!("{w}-{h}"),
+        None => h,
+    }
 }
 
 /// A folder's files as units, in order: files larger than `split_size` become

@@ -11,8 +11,8 @@
 use super::errors::ErrorRecord;
 use super::index;
 use super::manifest::{
-    short_hash, staging_prefix, IndexRef, Piece, PieceCodec, PieceKind, Stats, UnitManifest,
-    Unreadable, FORMAT,
+    short_hash, staging_prefix, IndexRef, Piece, PieceCodec, PieceKind, ReprocessSpec, Stats,
+    UnitManifest, Unreadable, FORMAT,
 };
 use super::plan::{DayClass, Selection};
 use crate::core::body::{self, Container};
@@ -24,7 +24,7 @@ use crate::core::textdump::TextDumpReader;
 use crate::source::{is_corrupt, is_fault, Source, SourceFault};
 use crate::store::{ObjectWriter, Store};
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 
 /// A unit: `[start, end)` of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +68,11 @@ pub struct UnitCtx<'a> {
     pub piece_max: u64,
     /// Called with source bytes and records as they are read (progress).
     pub on_progress: &'a (dyn Fn(u64, u64) + Sync),
+    /// Set when the source is a store of the new layout (`reprocess`): its objects'
+    /// lines and its error output are read instead of legacy records.
+    pub reprocess: Option<&'a ReprocessSpec>,
+    /// Set when the source holds the live server's raw logs (`ingest work`).
+    pub ingest: bool,
 }
 
 /// Key of a unit's pieces file and of its manifest.
@@ -352,9 +357,55 @@ struct Sink<'c, 'm> {
     conv: Converter<'m>,
     file: &'c str,
     line: Vec<u8>,
+    /// The partition in the job's layout, when it is not the converter's (2).
+    part: String,
+}
+
+/// Where a record comes from, for what `reprocess` reports it changed.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// A legacy record (export).
+    Legacy,
+    /// A line of an object of the store: the partition it was in (without the
+    /// layout suffix) and the line as it was (doc id, JSON).
+    Stored {
+        partition: &'a str,
+        doc_id: &'a [u8],
+        json: &'a [u8],
+    },
+    /// A record of the error output, rejected before for `reason`.
+    Replayed { reason: &'a str },
+}
+
+/// What a record's key and value are.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// A legacy row key (holding the day) and payload.
+    Legacy,
+    /// A record of the new store: its doc id and JSON, of this submission day.
+    Stored { day: &'a str },
+    /// A live submission: its request path (without `/submit/telemetry/`) and
+    /// body, received at this time (epoch ms), on its UTC day.
+    Submission { day: &'a str, received_ms: u64 },
+}
+
+/// One record to judge: its key and value (see [`Kind`]), and where it was read.
+struct Input<'a> {
+    file: &'a str,
+    offset: u64,
+    key: &'a [u8],
+    value: &'a [u8],
+    kind: Kind<'a>,
+    origin: Origin<'a>,
+}
+
+/// The partition without its `.v<N>.log` suffix: the same in every layout.
+fn partition_head(p: &str) -> &str {
+    crate::reprocess::strip_layout(p).unwrap_or(p)
 }
 
 impl Sink<'_, '_> {
+    /// A legacy record.
     fn record(
         &mut self,
         stager: &mut Stager,
@@ -363,18 +414,59 @@ impl Sink<'_, '_> {
         key: &[u8],
         value: &[u8],
     ) -> io::Result<()> {
-        match self.ctx.selection.classify(key) {
-            DayClass::Selected => {}
-            DayClass::Covered => return Ok(()),
+        if !self.selected(stats, self.ctx.selection.classify(key)) {
+            return Ok(());
+        }
+        let file = self.file;
+        self.take(
+            stager,
+            stats,
+            &Input {
+                file,
+                offset,
+                key,
+                value,
+                kind: Kind::Legacy,
+                origin: Origin::Legacy,
+            },
+        )
+    }
+
+    /// Whether a record of this class is judged; counts the ones left out.
+    fn selected(&self, stats: &mut Stats, class: DayClass) -> bool {
+        match class {
+            DayClass::Selected => true,
+            DayClass::Covered => false,
             DayClass::Outside => {
                 stats.records_filtered += 1;
                 stats.records_outside_window += 1;
-                return Ok(());
+                false
             }
         }
-        match self.conv.convert_legacy(key, value) {
+    }
+
+    /// Converts a record and stages it, or its rejection.
+    fn take(&mut self, stager: &mut Stager, stats: &mut Stats, r: &Input<'_>) -> io::Result<()> {
+        let Sink {
+            ctx, conv, part, ..
+        } = self;
+        let converted = match r.kind {
+            Kind::Stored { day } => conv.convert_stored(r.key, day, r.value),
+            Kind::Legacy => conv.convert_legacy(r.key, r.value),
+            Kind::Submission { day, .. } => match crate::ingest::SubmissionPath::parse(r.key) {
+                Ok(path) => {
+                    let dims = path.dims(conv.mappings().schema());
+                    conv.convert_payload(path.doc_id, day, &dims, r.value)
+                }
+                Err(e) => Err(crate::core::reason::Rejection::new(
+                    crate::core::reason::Reason::InvalidKey,
+                    e,
+                )),
+            },
+        };
+        let rej = match converted {
             Ok(c) => {
-                if self.ctx.filter.is_some_and(|f| !f.matches(c.dims)) {
+                if ctx.filter.is_some_and(|f| !f.matches(c.dims)) {
                     stats.records_filtered += 1;
                     return Ok(());
                 }
@@ -388,30 +480,63 @@ impl Sink<'_, '_> {
                         }
                     }
                 }
-                stager.push(c.partition, c.line)
+                let changes = &mut stats.changes;
+                match r.origin {
+                    Origin::Legacy => {}
+                    Origin::Stored {
+                        partition,
+                        doc_id,
+                        json,
+                    } => {
+                        let new = partition_head(c.partition);
+                        if new != partition {
+                            *changes
+                                .moved
+                                .entry(format!("{partition}\t{new}"))
+                                .or_default() += 1;
+                        } else if c.line.len() == doc_id.len() + json.len() + 2
+                            && c.line.starts_with(doc_id)
+                            && c.line[doc_id.len() + 1..c.line.len() - 1] == *json
+                        {
+                            changes.unchanged += 1;
+                        } else {
+                            changes.rewritten += 1;
+                        }
+                    }
+                    Origin::Replayed { reason } => {
+                        *changes
+                            .accepted_from_errors
+                            .entry(reason.to_string())
+                            .or_default() += 1;
+                    }
+                }
+                return match ctx.reprocess {
+                    Some(spec) if spec.layout != 2 => {
+                        crate::reprocess::partition_in_layout(c.partition, spec.layout, part);
+                        stager.push(part, c.line)
+                    }
+                    _ => stager.push(c.partition, c.line),
+                };
             }
-            Err(rej) => self.reject(
-                stager,
-                stats,
-                offset,
-                rej.reason.as_str(),
-                &rej.detail,
-                key,
-                value,
-            ),
+            Err(rej) => rej,
+        };
+        if let Origin::Stored { .. } = r.origin {
+            *stats
+                .changes
+                .newly_rejected
+                .entry(rej.reason.as_str().to_string())
+                .or_default() += 1;
         }
+        self.reject(stager, stats, r, rej.reason.as_str(), &rej.detail)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn reject(
         &mut self,
         stager: &mut Stager,
         stats: &mut Stats,
-        offset: u64,
+        r: &Input<'_>,
         reason: &str,
         detail: &str,
-        key: &[u8],
-        value: &[u8],
     ) -> io::Result<()> {
         stats.records_in += 1;
         stats.records_error += 1;
@@ -419,15 +544,23 @@ impl Sink<'_, '_> {
             .errors_by_reason
             .entry(reason.to_string())
             .or_default() += 1;
-        let rec = ErrorRecord::new(
-            self.file,
-            offset,
+        let mut rec = ErrorRecord::new(
+            r.file,
+            r.offset,
             reason,
             detail,
-            key,
-            value,
+            r.key,
+            r.value,
             self.ctx.mappings.version(),
         );
+        match r.kind {
+            Kind::Legacy => {}
+            Kind::Stored { day } => rec.day = Some(day.to_string()),
+            Kind::Submission { day, received_ms } => {
+                rec.day = Some(day.to_string());
+                rec.received_ms = Some(received_ms);
+            }
+        }
         self.line.clear();
         rec.write_line(&mut self.line);
         stager.push_error(&self.line)
@@ -463,6 +596,7 @@ fn read_unit(
         conv: Converter::new(ctx.mappings),
         file: &unit.file,
         line: Vec::new(),
+        part: String::new(),
     };
     // Every failure of the source itself (open, read, seek, after its retries)
     // fails the unit: nothing is checkpointed and a rerun reads it again. Only
@@ -484,6 +618,12 @@ fn read_unit(
             return Ok(());
         }
     };
+    if let Some(spec) = ctx.reprocess {
+        return read_stored(spec, unit, file, &mut sink, stager, stats);
+    }
+    if ctx.ingest {
+        return read_raw_log(unit, file, &mut sink, stager, stats);
+    }
     let mut prefix = [0u8; body::SNIFF_LEN];
     let n = match read_prefix(&mut file, &mut prefix) {
         Ok(n) => n,
@@ -528,14 +668,20 @@ fn read_unit(
                     if !ctx.selection.covered.is_empty() {
                         continue;
                     }
+                    let input = Input {
+                        file: &unit.file,
+                        offset: rec.offset,
+                        key: &rec.key,
+                        value: &rec.value,
+                        kind: Kind::Legacy,
+                        origin: Origin::Legacy,
+                    };
                     sink.reject(
                         stager,
                         stats,
-                        rec.offset,
+                        &input,
                         "invalid_key",
                         "line has no tab after a 45-byte key",
-                        &rec.key,
-                        &rec.value,
                     )?;
                 } else {
                     sink.record(stager, stats, rec.offset, &rec.key, &rec.value)?;
@@ -566,6 +712,263 @@ fn read_unit(
     (ctx.on_progress)(unit.file_size, stats.records_in + stats.records_filtered);
     Ok(())
 }
+
+/// Reads a unit of a `reprocess` job: an object of the new layout (its lines, of
+/// the day its name gives), or an object of the error output (its records,
+/// replayed). Never split: the unit at offset 0 reads the whole object. Offsets
+/// are in the decompressed stream.
+fn read_stored(
+    spec: &ReprocessSpec,
+    unit: &UnitSpec,
+    file: impl Read,
+    sink: &mut Sink<'_, '_>,
+    stager: &mut Stager,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    if unit.start != 0 {
+        return Ok(());
+    }
+    stats.bytes_in += unit.file_size;
+    let fail = |what: &str, at: u64, e: &dyn std::fmt::Display| source_failure(unit, what, at, e);
+    let replay = crate::reprocess::is_error_output(&unit.file);
+    let object = if replay {
+        None
+    } else {
+        let o = crate::reprocess::parse_object_key(&unit.file, spec.source_layout).ok_or_else(
+            || {
+                io::Error::other(format!(
+                    "{}: not an object of layout {}",
+                    unit.file, spec.source_layout
+                ))
+            },
+        )?;
+        Some((
+            partition_head(o.partition),
+            o.day,
+            o.day.parse::<u32>().unwrap_or(0),
+        ))
+    };
+    let mut lines = match crate::core::newstore::open_object(file) {
+        Ok(r) => r,
+        Err(crate::core::newstore::StoreError::Io { source, .. }) if is_fault(&source) => {
+            return Err(fail("cannot read", 0, &source));
+        }
+        Err(e) => {
+            unreadable(
+                stats,
+                unit,
+                0,
+                unit.file_size,
+                format!("object unreadable: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    let mut line = Vec::new();
+    let mut at = 0u64;
+    let mut records = 0u64;
+    loop {
+        line.clear();
+        let n = match (&mut lines)
+            .take(MAX_STORED_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if is_fault(&e) => return Err(fail("cannot read", at, &e)),
+            Err(e) => {
+                unreadable(
+                    stats,
+                    unit,
+                    at,
+                    unit.file_size.max(at),
+                    format!("object unreadable at decompressed offset {at}: {e}"),
+                );
+                break;
+            }
+        };
+        let offset = at;
+        at += n as u64;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if n > MAX_STORED_LINE {
+            unreadable(
+                stats,
+                unit,
+                offset,
+                unit.file_size.max(offset),
+                format!(
+                    "line at decompressed offset {offset} is longer than {MAX_STORED_LINE} bytes"
+                ),
+            );
+            break;
+        }
+        records += 1;
+        match object {
+            Some((partition, day, day_num)) => {
+                if !sink.selected(stats, sink.ctx.selection.classify_day(day_num)) {
+                    continue;
+                }
+                let (doc_id, json) = match memchr::memchr(b'\t', &line) {
+                    Some(t) => (&line[..t], &line[t + 1..]),
+                    None => (&line[..0], &line[..]),
+                };
+                let input = Input {
+                    file: &unit.file,
+                    offset,
+                    key: doc_id,
+                    value: json,
+                    kind: Kind::Stored { day },
+                    origin: Origin::Stored {
+                        partition,
+                        doc_id,
+                        json,
+                    },
+                };
+                if memchr::memchr(b'\t', &line).is_none() {
+                    *stats
+                        .changes
+                        .newly_rejected
+                        .entry("invalid_key".into())
+                        .or_default() += 1;
+                    sink.reject(
+                        stager,
+                        stats,
+                        &input,
+                        "invalid_key",
+                        "line has no tab after the doc id",
+                    )?;
+                } else {
+                    sink.take(stager, stats, &input)?;
+                }
+            }
+            None => {
+                let rec: ErrorRecord = match serde_json::from_slice(&line) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        unreadable(
+                            stats,
+                            unit,
+                            offset,
+                            n as u64,
+                            format!("error output line at decompressed offset {offset} is not an error record: {e}"),
+                        );
+                        continue;
+                    }
+                };
+                let (key, value) = match (rec.key(), rec.value()) {
+                    (Ok(k), Ok(v)) => (k, v),
+                    _ => {
+                        unreadable(
+                            stats,
+                            unit,
+                            offset,
+                            n as u64,
+                            format!("error record at decompressed offset {offset} has bytes that are not base64"),
+                        );
+                        continue;
+                    }
+                };
+                let class = match rec.day.as_deref().map(str::parse::<u32>) {
+                    Some(Ok(d)) => sink.ctx.selection.classify_day(d),
+                    Some(Err(_)) => DayClass::Selected,
+                    None => sink.ctx.selection.classify(&key),
+                };
+                if !sink.selected(stats, class) {
+                    continue;
+                }
+                let kind = match (rec.day.as_deref(), rec.received_ms) {
+                    (None, _) => Kind::Legacy,
+                    (Some(day), None) => Kind::Stored { day },
+                    (Some(day), Some(received_ms)) => Kind::Submission { day, received_ms },
+                };
+                let input = Input {
+                    file: &rec.file,
+                    offset: rec.offset,
+                    key: &key,
+                    value: &value,
+                    kind,
+                    origin: Origin::Replayed {
+                        reason: &rec.reason,
+                    },
+                };
+                sink.take(stager, stats, &input)?;
+            }
+        }
+    }
+    (sink.ctx.on_progress)(unit.file_size, records);
+    Ok(())
+}
+
+/// Reads a unit of an `ingest` job: one raw log of the live server, whole. Each
+/// submission is judged on the UTC day it was received; bytes that are not a
+/// record (a torn tail, damage) are `unreadable`, with their offset and length.
+fn read_raw_log(
+    unit: &UnitSpec,
+    file: impl Read,
+    sink: &mut Sink<'_, '_>,
+    stager: &mut Stager,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    use crate::core::rawlog::{RawItem, RawLogError, RawLogReader, RawVersion};
+    if unit.start != 0 {
+        return Ok(());
+    }
+    stats.bytes_in += unit.file_size;
+    let name = unit.file.rsplit('/').next().unwrap_or(&unit.file);
+    let mut log = RawLogReader::new(
+        io::BufReader::with_capacity(1 << 20, file),
+        RawVersion::from_file_name(name),
+    );
+    let mut records = 0u64;
+    let mut day = String::new();
+    loop {
+        match log.next_item() {
+            Ok(Some(RawItem::Record(rec))) => {
+                records += 1;
+                crate::ingest::utc_day(rec.timestamp_ms, &mut day);
+                let input = Input {
+                    file: &unit.file,
+                    offset: rec.offset,
+                    key: &rec.path,
+                    value: &rec.body,
+                    kind: Kind::Submission {
+                        day: &day,
+                        received_ms: rec.timestamp_ms,
+                    },
+                    origin: Origin::Legacy,
+                };
+                sink.take(stager, stats, &input)?;
+            }
+            Ok(Some(RawItem::Skipped { offset, len })) => unreadable(
+                stats,
+                unit,
+                offset,
+                offset + len,
+                format!("{len} bytes at offset {offset} are not a raw log record"),
+            ),
+            Ok(None) => break,
+            Err(RawLogError::Io { offset, source }) if is_fault(&source) => {
+                return Err(source_failure(unit, "cannot read", offset, &source));
+            }
+            Err(RawLogError::Io { offset, source }) => {
+                unreadable(
+                    stats,
+                    unit,
+                    offset,
+                    unit.file_size.max(offset),
+                    format!("raw log unreadable: {source}"),
+                );
+                break;
+            }
+        }
+    }
+    (sink.ctx.on_progress)(unit.file_size, records);
+    Ok(())
+}
+
+/// Longest line of a stored object read (as the new store's readers).
+const MAX_STORED_LINE: usize = crate::core::newstore::DEFAULT_MAX_LINE;
 
 fn read_prefix(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -816,6 +1219,8 @@ mod tests {
             buffer_size: 1 << 20,
             piece_max: 1 << 20,
             on_progress: &|_, _| {},
+            reprocess: None,
+            ingest: false,
         };
         let unit = UnitSpec {
             file: "dump.txt".into(),

@@ -78,7 +78,7 @@ pub struct S3Options {
     pub endpoint_url: Option<String>,
     /// Address buckets by path (ENDPOINT/BUCKET/KEY) instead of by host name
     /// (BUCKET.ENDPOINT/KEY); most S3-compatible stores need it.
-    #[arg(long, env = "BACKFILL_S3_PATH_STYLE")]
+    #[arg(long, env = "BACKFILL_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub path_style: bool,
     /// AWS region (default: from the standard AWS configuration, else us-east-1).
     #[arg(long, value_name = "REGION")]

@@ -109,6 +109,8 @@ fn stage(
         buffer_size: eo.buffer_size,
         piece_max: (eo.target_size / 8).max(1),
         on_progress: &on_progress,
+        reprocess: eo.reprocess.as_ref(),
+        ingest: eo.ingest,
     };
     let manifests: Vec<UnitManifest> = units
         .par_iter()
@@ -671,7 +673,7 @@ impl Fingerprint {
 fn partition_finals(partition: &str) -> Vec<&str> {
     let mut segs: Vec<&str> = partition.split('/').collect();
     let name = segs.pop().unwrap_or_default();
-    let stem = name.strip_suffix(".v2.log").unwrap_or(name);
+    let stem = crate::reprocess::strip_layout(name).unwrap_or(name);
     segs.extend(stem.splitn(2, '.'));
     segs
 }

@@ -318,10 +318,11 @@ impl Findings {
     }
 }
 
-/// The day of a partition: its last dimension (`<buildID>.<yyyyMMdd>.v2.log`).
+/// The day of a partition: its last dimension (`<buildID>.<yyyyMMdd>.v2.log`, or
+/// another layout version's `.v<N>.log`).
 pub fn partition_day(partition: &str) -> Option<&str> {
     let name = partition.rsplit('/').next()?;
-    let stem = name.strip_suffix(".v2.log")?;
+    let stem = crate::reprocess::strip_layout(name)?;
     let day = stem.rsplit('.').next()?;
     (day.len() == 8 && day.bytes().all(|c| c.is_ascii_digit())).then_some(day)
 }

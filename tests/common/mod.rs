@@ -138,6 +138,37 @@ pub fn write_seq(path: &Path, recs: &[Rec], compression: Compression) {
 /// Block-compressed zlib, the usual Pig output.
 pub const BLOCK: Compression = Compression::Block(Codec::Default);
 
+/// Writes `files` block-compressed SequenceFiles of `per_file` records into each
+/// day's folder (`day_dir`); `make(n, i, day)` gives record `i` of its file, `n`
+/// counting across the whole dataset from 1. Returns every record written.
+pub fn write_days(
+    root: &Path,
+    days: &[&str],
+    files: u64,
+    per_file: u64,
+    mut make: impl FnMut(u64, u64, &str) -> Rec,
+) -> Vec<Rec> {
+    let mut all = Vec::new();
+    let mut n = 0;
+    for day in days {
+        for f in 0..files {
+            let recs: Vec<Rec> = (0..per_file)
+                .map(|i| {
+                    n += 1;
+                    make(n, i, day)
+                })
+                .collect();
+            write_seq(
+                &day_dir(root, day).join(format!("part-m-{f:05}")),
+                &recs,
+                BLOCK,
+            );
+            all.extend(recs);
+        }
+    }
+    all
+}
+
 /// Result of running the binary.
 pub struct Out {
     pub code: i32,
