@@ -48,4 +48,25 @@ for mode in "" "--fsync"; do
     files=$(ls "$spool/ready" | wc -l)
     bytes=$(du -sb "$spool/ready" | cut -f1)
     echo "ingest serve ${mode:-(no --fsync)}: $result; spool: $files files, $bytes bytes"
+    if [ -z "$mode" ]; then
+        # What a worker pays per record: one of the raw logs just written, published
+        # by `ingest work --jobs 1` into a local DEST.
+        first=$(ls "$spool/ready" | head -1)
+        mkdir -p "$work/wspool/ready"
+        mv "$spool/ready/$first" "$work/wspool/ready/"
+        /usr/bin/time -f '%e %U %S %M' -o "$work/work.time" target/release/ingest work \
+            --spool "$work/wspool" "$work/dest" --once --jobs 1 --report "$work/work.json" 2>/dev/null
+        read -r wall user sys rss < "$work/work.time"
+        python3 - "$work/work.json" "$wall" "$user" "$sys" "$rss" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+wall, user, sys_, rss = map(float, sys.argv[2:])
+cpu = user + sys_
+n = r["records_in"]
+mb = sum(f["bytes_in"] for f in r["files"]) / 1e6
+print(f"ingest work --jobs 1 on one raw log ({mb:.0f} MB, {n} records, {r['records_out']} written): "
+      f"{cpu:.2f} CPU s, {cpu / n * 1e6:.0f} us of CPU per record, {n / cpu:.0f} records/s per core, "
+      f"peak RSS {rss / 1024:.0f} MiB")
+PY
+    fi
 done
