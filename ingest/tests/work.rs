@@ -280,6 +280,51 @@ fn submissions_are_published_as_export_would_write_them() {
     );
     ok(&o);
     assert_eq!(published(&dest), got);
+
+    // The error output replays as submissions (path, body, day of receipt), not as
+    // legacy records: `reprocess --errors` judges them again for the same reasons.
+    let spec = backfill::export::manifest::ReprocessSpec {
+        source_layout: 2,
+        layout: 3,
+        errors: true,
+    };
+    let opts = backfill::export::ExportOptions {
+        jobs: 1,
+        job_name: "reprocess-v3".into(),
+        folder_margin: 0,
+        split_size: u64::MAX,
+        reprocess: Some(spec.clone()),
+        ..Default::default()
+    };
+    let source = backfill::reprocess::StoreSource::new(
+        Box::new(backfill::store::local::LocalStore::new(&dest).unwrap()),
+        spec,
+        opts.window,
+    );
+    let again = t.path().join("again");
+    let again_store = backfill::store::local::LocalStore::new(&again).unwrap();
+    let out = backfill::export::export(
+        mappings,
+        &source,
+        &again_store,
+        &again_store,
+        &opts,
+        &indicatif::ProgressBar::hidden(),
+        &std::sync::atomic::AtomicBool::new(false),
+    );
+    assert!(out.report.complete, "{:?}", out.report.error);
+    let st = &out.report.stats;
+    assert_eq!(
+        (st.records_in, st.records_out, st.records_error),
+        (66, 60, 6)
+    );
+    let reasons: Vec<(&str, u64)> = st
+        .errors_by_reason
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(reasons, [("corrupted_data", 3), ("invalid_json", 3)]);
+    assert_eq!(published(&again).len(), got.len());
 }
 
 #[test]
