@@ -285,6 +285,8 @@ impl Worker<'_> {
                     if a.once {
                         return Ok(());
                     }
+                    // DEST or the spool may be down: do not run through every file.
+                    std::thread::sleep(Duration::from_secs(a.poll));
                 }
             }
         }
@@ -331,6 +333,7 @@ impl Worker<'_> {
                 }
                 Err(e) => {
                     tracing::error!(file = %file.key, error = %format!("{e:#}"), "raw log not published; its message reappears for another try");
+                    std::thread::sleep(Duration::from_secs(a.poll));
                 }
             }
         }
