@@ -77,10 +77,12 @@ fn check_not_nested(source: &str, dest: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The destination of an export, writing metadata naming the tool, the mappings and
-/// the job on its objects, and the local staging folder when `--staging-dir` gives
-/// one. Without it the staging is the destination itself, the same store object:
-/// --max-requests and --max-write-rate are one budget for both.
+/// The destination of a job, writing metadata naming the tool, the mappings and the
+/// job on its objects, and the local staging folder when `staging_dir` gives one
+/// (`--staging-dir`, or the default for a remote DEST: see
+/// [`OutputArgs::staging_dir`](super::options::OutputArgs::staging_dir)). Without
+/// one the staging is the destination itself, the same store object:
+/// --max-requests and --max-write-rate are then one budget for both.
 pub(crate) fn open_destination(
     dest: &str,
     s3: &S3Options,
@@ -153,7 +155,7 @@ pub struct Target<'a> {
     pub dest: &'a str,
     /// S3 settings of DEST.
     pub s3: &'a S3Options,
-    /// `--staging-dir`.
+    /// Where pieces are staged (`--staging-dir` or the default; `None`: DEST).
     pub staging_dir: Option<PathBuf>,
     /// `--report`.
     pub report: Option<&'a Path>,
