@@ -69,7 +69,7 @@ pub struct OutputArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Name of the job; a destination can hold several jobs with different names
-    /// [default: export; for reprocess, reprocess-v<N> with N its --layout-version].
+    /// [default: export; for reprocess, `reprocess-v<N>` with N its --layout-version].
     #[arg(long, value_name = "NAME")]
     pub job_name: Option<String>,
     /// xz preset of the objects, 0 (fastest) to 9 (smallest). The old live system used 1.
@@ -90,7 +90,7 @@ pub struct OutputArgs {
     pub split_size: u64,
     /// Stage pieces in this local directory. Default: DEST/_backfill/staging for a
     /// local DEST; for DEST on S3, a folder of this machine's cache for that DEST
-    /// (~/.cache/backfill/staging/<hash of DEST>, or $XDG_CACHE_HOME/…): pieces
+    /// (`~/.cache/backfill/staging/<hash of DEST>`, or `$XDG_CACHE_HOME/…`): pieces
     /// cross the network once, not three times (1.4x the client CPU measured
     /// otherwise). A run resumes from checkpoints on the machine that made them;
     /// a folder another machine takes over is redone.
