@@ -427,3 +427,119 @@ fn e2e_killed_between_multipart_parts_then_rerun_gives_the_same_bucket() {
         "the rerun aborted the killed run's upload"
     );
 }
+
+/// Files under `dir`, recursively (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn e2e_an_s3_dest_stages_on_this_machine_unless_told_and_both_resume() {
+    let endpoint = crate::s3::env().endpoint;
+    let t = tmp();
+    let gen = t.path().join("gen");
+    generate(&gen, "17", "40");
+    let src = gen.join("data");
+    let local = t.path().join("local");
+    let (out, _) = export(&src, &local, &["--jobs", "2", "--split-size", "64KiB"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let want = local_digests(&local, true);
+
+    for in_dest in [false, true] {
+        let bucket = crate::s3::fresh_bucket("staging");
+        let dest = format!("s3://{bucket}/t");
+        // This machine's cache, private to the test.
+        let cache = t.path().join(format!("cache-{in_dest}"));
+        let mut args = vec![
+            "export".to_string(),
+            src.to_str().unwrap().into(),
+            dest.clone(),
+            "-q".into(),
+            "--jobs".into(),
+            "2".into(),
+            "--split-size".into(),
+            "64KiB".into(),
+        ];
+        args.extend(s3_args(&endpoint));
+        if in_dest {
+            args.push("--staging-in-dest".into());
+        }
+        let run = |extra_env: Option<&str>, cmd: &[String]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_backfill"));
+            c.args(cmd).env("XDG_CACHE_HOME", &cache);
+            if let Some(f) = extra_env {
+                c.env("BACKFILL_FAILPOINTS", f);
+            }
+            c.output().unwrap()
+        };
+        let o = run(Some("unit-staged@3=kill"), &args);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&o.status),
+            Some(9),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let in_bucket = crate::s3::bucket_keys(&bucket)
+            .iter()
+            .filter(|k| k.contains("/_backfill/staging/") && k.ends_with(".json"))
+            .count();
+        let on_disk = files_under(&cache.join("backfill/staging"))
+            .iter()
+            .filter(|k| k.ends_with(".json"))
+            .count();
+        if in_dest {
+            assert!(in_bucket > 0 && on_disk == 0, "{in_bucket} / {on_disk}");
+        } else {
+            assert!(in_bucket == 0 && on_disk > 0, "{in_bucket} / {on_disk}");
+        }
+        // status counts the staged units wherever they are (this machine's too).
+        let mut st = vec!["status".to_string(), dest.clone()];
+        st.extend(s3_args(&endpoint));
+        let o = run(None, &st);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let staged: usize = text
+            .split("units staged (not yet assembled): ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(staged, in_bucket.max(on_disk), "{text}");
+        // The rerun resumes from those checkpoints and leaves no staging anywhere.
+        let report = t.path().join(format!("rerun-{in_dest}.json"));
+        let mut rerun = args.clone();
+        rerun.extend(["--report".into(), report.to_str().unwrap().into()]);
+        let o = run(None, &rerun);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert!(
+            rep["units_resumed"].as_u64().unwrap() > 0,
+            "the checkpoints were reused: {rep}"
+        );
+        assert_eq!(
+            s3_digests(&dest, &endpoint, true),
+            want,
+            "in_dest {in_dest}"
+        );
+        assert!(!crate::s3::bucket_keys(&bucket)
+            .iter()
+            .any(|k| k.contains("/_backfill/staging/")));
+        assert!(
+            files_under(&cache.join("backfill/staging"))
+                .iter()
+                .all(|k| !k.contains("/_backfill/staging/")),
+            "staging left on disk"
+        );
+    }
+}

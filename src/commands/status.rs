@@ -15,6 +15,11 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Where the job stages, when it ran with --staging-dir DIR [default: for DEST on
+    /// S3, this machine's cache folder for it, as the export used]: staged units are
+    /// counted there (on this machine only) besides DEST/_backfill/staging.
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<std::path::PathBuf>,
     /// S3 settings, when DEST is `s3://…`.
     #[command(flatten)]
     pub s3: S3Options,
@@ -23,7 +28,20 @@ pub struct StatusArgs {
 /// Runs `status`; returns the exit code.
 pub fn run(a: &StatusArgs) -> anyhow::Result<i32> {
     let dest = open_existing(&a.dest, &a.s3)?;
-    let jobs = crate::export::status::status(dest.as_ref(), a.job.as_deref())?;
+    let dir = a
+        .staging_dir
+        .clone()
+        .or_else(|| super::options::default_staging(&a.dest))
+        .filter(|d| d.is_dir());
+    let staging = match &dir {
+        Some(d) => Some(crate::store::local::LocalStore::new(d)?),
+        None => None,
+    };
+    let jobs = crate::export::status::status(
+        dest.as_ref(),
+        staging.as_ref().map(|s| s as &dyn crate::store::Store),
+        a.job.as_deref(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(EXIT_OK);

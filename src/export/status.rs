@@ -58,8 +58,13 @@ pub struct JobStatus {
     pub folders_in_flight: Vec<Holder>,
 }
 
-/// Status of every job in `dest` (or only `only`).
-pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobStatus>> {
+/// Status of every job in `dest` (or only `only`); staged units are counted in
+/// `dest` and in `staging` (a local staging folder) when given.
+pub fn status(
+    dest: &dyn Store,
+    staging: Option<&dyn Store>,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<JobStatus>> {
     let mut out = Vec::new();
     for meta in dest.list(&format!("{BOOKKEEPING}/jobs/"))? {
         let Some(bytes) = dest.get(&meta.key)? else {
@@ -88,12 +93,14 @@ pub fn status(dest: &dyn Store, only: Option<&str>) -> anyhow::Result<Vec<JobSta
             .collect();
         let latest = runs.iter().max_by_key(|r| r.started_at);
         let (mut units_staged, mut staged_bytes) = (0, 0);
-        for m in dest.list(&format!("{BOOKKEEPING}/staging/{}/", rec.job))? {
-            staged_bytes += m.size;
-            if m.key.ends_with(".json") {
-                if let Some(b) = dest.get(&m.key)? {
-                    if serde_json::from_slice::<UnitManifest>(&b).is_ok() {
-                        units_staged += 1;
+        for store in std::iter::once(dest).chain(staging) {
+            for m in store.list(&format!("{BOOKKEEPING}/staging/{}/", rec.job))? {
+                staged_bytes += m.size;
+                if m.key.ends_with(".json") {
+                    if let Some(b) = store.get(&m.key)? {
+                        if serde_json::from_slice::<UnitManifest>(&b).is_ok() {
+                            units_staged += 1;
+                        }
                     }
                 }
             }
