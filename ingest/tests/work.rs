@@ -424,6 +424,17 @@ fn s3_env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The test server's S3 store at `url`.
+fn s3_store(env: &[(&str, String)], url: &str) -> backfill::store::s3::S3Store {
+    let endpoint = env.iter().find(|e| e.0 == "AWS_ENDPOINT_URL_S3").unwrap();
+    let opts = backfill::store::s3::S3Options {
+        endpoint_url: Some(endpoint.1.clone()),
+        path_style: true,
+        ..Default::default()
+    };
+    backfill::store::s3::S3Store::from_url(url, &opts, Default::default()).unwrap()
+}
+
 /// A fresh queue and bucket on the test servers.
 fn queue_and_bucket() -> (String, String) {
     let env = s3_env();
@@ -548,22 +559,7 @@ fn three_workers_on_sqs_and_s3_one_killed_publish_every_record_once() {
     }
     // Read the published store back through a local copy of its objects.
     let local = t.path().join("published");
-    let store = backfill::store::s3::S3Store::from_url(
-        &dest,
-        &backfill::store::s3::S3Options {
-            endpoint_url: Some(
-                env.iter()
-                    .find(|e| e.0 == "AWS_ENDPOINT_URL_S3")
-                    .unwrap()
-                    .1
-                    .clone(),
-            ),
-            path_style: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .unwrap();
+    let store = s3_store(&env, &dest);
     use backfill::store::Store;
     for o in store.list("").unwrap() {
         let p = local.join(&o.key);
@@ -575,22 +571,7 @@ fn three_workers_on_sqs_and_s3_one_killed_publish_every_record_once() {
         expected(&sent, &today()),
         "every record exactly once"
     );
-    let incoming_store = backfill::store::s3::S3Store::from_url(
-        &incoming,
-        &backfill::store::s3::S3Options {
-            endpoint_url: Some(
-                env.iter()
-                    .find(|e| e.0 == "AWS_ENDPOINT_URL_S3")
-                    .unwrap()
-                    .1
-                    .clone(),
-            ),
-            path_style: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .unwrap();
+    let incoming_store = s3_store(&env, &incoming);
     assert!(
         incoming_store.list("").unwrap().is_empty(),
         "incoming emptied"
