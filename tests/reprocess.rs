@@ -534,3 +534,55 @@ fn from_s3_to_local_and_from_local_to_s3() {
     assert_eq!(content(&ours), content(&theirs));
     verify_parity(None, s(&local), &to_s3, &s3);
 }
+
+#[test]
+fn stored_lines_rejected_now_replay_as_stored_lines() {
+    let t = tmp();
+    // An old server's file with one good line, one that is not JSON and one whose
+    // doc id is not a UUID.
+    let from = t.path().join("from");
+    let key = "saved_session/Firefox/nightly/22.0a1/20130901030201.20131011.v2.log.0a1b2c3d.xz";
+    let good = good(7, "20131011");
+    let json = String::from_utf8(good.value.clone()).unwrap();
+    let id = doc_id(7);
+    let raw = format!(
+        "{id}\t{json}\n{}\tnot json\nnot-a-uuid\t{json}\n",
+        doc_id(8)
+    );
+    let p = from.join(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut enc = xz2::write::XzEncoder::new(Vec::new(), 1);
+    std::io::Write::write_all(&mut enc, raw.as_bytes()).unwrap();
+    std::fs::write(&p, enc.finish().unwrap()).unwrap();
+
+    let to = t.path().join("to");
+    let (out, rep) = reprocess(None, s(&from), s(&to), &t.path().join("a.json"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["records_out"], 1);
+    assert_eq!(rep["changes"]["newly_rejected"]["invalid_json"], 1);
+    assert_eq!(rep["changes"]["newly_rejected"]["invalid_key"], 1);
+    assert_eq!(
+        ids(&lines_by_partition(&to)),
+        expected(&[good], str::to_string)
+    );
+
+    // TO's error output replays the two lines as lines of that day (their keys are
+    // doc ids, not row keys): judged again for the same reasons.
+    let again = t.path().join("again");
+    let (out, rep) = reprocess(
+        None,
+        s(&to),
+        s(&again),
+        &t.path().join("b.json"),
+        &["--errors"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rep["records_in"], 3);
+    assert_eq!(rep["errors_by_reason"]["invalid_json"], 1);
+    assert_eq!(rep["errors_by_reason"]["invalid_key"], 1);
+    assert_eq!(
+        rep["changes"]["accepted_from_errors"],
+        serde_json::Value::Null
+    );
+    verify_parity(None, s(&to), s(&again), &["--errors"]);
+}
