@@ -383,8 +383,16 @@ fn a_worker_killed_mid_file_is_redone_exactly_once() {
             !names(&spool.join("claimed")).is_empty(),
             "{point}: the dead worker's claim stays"
         );
-        // Until the claim is stale, another worker leaves it alone.
-        std::thread::sleep(Duration::from_millis(1100));
+        // Until the claim is stale, another worker leaves it alone: wait for it.
+        wait_until(
+            Duration::from_secs(20),
+            "the dead worker's claim to age 1 s",
+            || {
+                claim_ages(&spool.join("claimed"))
+                    .iter()
+                    .all(|a| *a > Duration::from_secs(1))
+            },
+        );
     }
     let o = work(
         &[
@@ -406,6 +414,22 @@ fn a_worker_killed_mid_file_is_redone_exactly_once() {
         "every record exactly once"
     );
     assert_eq!(tree(&dest), want, "byte-identical to an undisturbed worker");
+}
+
+/// How long ago each claimed file was claimed or renewed (its inode's change time,
+/// as the worker judges it).
+fn claim_ages(dir: &Path) -> Vec<Duration> {
+    use std::os::unix::fs::MetadataExt;
+    names(dir)
+        .iter()
+        .map(|n| {
+            let m = std::fs::metadata(dir.join(n)).unwrap();
+            let changed = std::time::UNIX_EPOCH
+                + Duration::from_secs(m.ctime() as u64)
+                + Duration::from_nanos(m.ctime_nsec() as u64);
+            changed.elapsed().unwrap_or_default()
+        })
+        .collect()
 }
 
 fn s3_env() -> Vec<(&'static str, String)> {

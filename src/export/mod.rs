@@ -675,14 +675,9 @@ pub fn bookkeeping_of(key: &str, job: &str) -> bool {
 
 /// Shared state of a run.
 struct Run<'a> {
-    mappings: &'a Mappings,
-    source: &'a dyn Source,
-    dest: &'a dyn Store,
-    staging: &'a dyn Store,
-    opts: &'a ExportOptions,
+    /// What the run reads and writes.
+    io: Io<'a>,
     job: String,
-    progress: &'a indicatif::ProgressBar,
-    stop: &'a AtomicBool,
     leases: &'a Leases<'a>,
     /// Raised by an error that ends the run (the destination's bookkeeping
     /// unreadable, a lease that cannot be taken, too many failures in a row).
@@ -770,21 +765,21 @@ impl Run<'_> {
 
     fn advance(&self, bytes: u64, records: u64) {
         let total = self.records.fetch_add(records, Ordering::Relaxed) + records;
-        self.progress.inc(bytes);
+        self.io.progress.inc(bytes);
         if records > 0 {
-            self.progress.set_message(format!("{total} records"));
+            self.io.progress.set_message(format!("{total} records"));
         }
     }
 
     fn halted(&self) -> bool {
-        self.failed.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)
+        self.failed.load(Ordering::SeqCst) || self.io.stop.load(Ordering::SeqCst)
     }
 
     /// A unit's checkpoint from an earlier run, if it is complete, was made with the
     /// same selection of days, and the file has the size it had then.
     fn staged(&self, g: &Group, u: &UnitSpec) -> anyhow::Result<Option<UnitManifest>> {
         let (pieces_key, manifest_key) = unit::unit_keys(&self.job, &g.id, u);
-        let Some(bytes) = self.staging.get(&manifest_key)? else {
+        let Some(bytes) = self.io.staging.get(&manifest_key)? else {
             return Ok(None);
         };
         let m: UnitManifest = match serde_json::from_slice(&bytes) {
@@ -804,7 +799,7 @@ impl Run<'_> {
             return Ok(None);
         }
         // The pieces must be exactly what the checkpoint describes.
-        let mut pieces = match self.staging.open(&pieces_key) {
+        let mut pieces = match self.io.staging.open(&pieces_key) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -831,18 +826,18 @@ impl Run<'_> {
         self.units_run.fetch_add(1, Ordering::Relaxed);
         let on_progress = |bytes: u64, records: u64| self.advance(bytes, records);
         let ctx = unit::UnitCtx {
-            mappings: self.mappings,
-            source: self.source,
-            staging: self.staging,
+            mappings: self.io.mappings,
+            source: self.io.source,
+            staging: self.io.staging,
             job: &self.job,
             group: &g.id,
             selection: &g.selection,
-            filter: self.opts.filter.as_ref().map(|f| &f.0),
-            buffer_size: self.opts.buffer_size,
-            piece_max: (self.opts.target_size / 8).max(1),
+            filter: self.io.opts.filter.as_ref().map(|f| &f.0),
+            buffer_size: self.io.opts.buffer_size,
+            piece_max: (self.io.opts.target_size / 8).max(1),
             on_progress: &on_progress,
-            reprocess: self.opts.reprocess.as_ref(),
-            ingest: self.opts.ingest,
+            reprocess: self.io.opts.reprocess.as_ref(),
+            ingest: self.io.opts.ingest,
         };
         let m = unit::process(&ctx, u)
             .with_context(|| format!("staging unit {} [{}, {})", u.file, u.start, u.end))?;
@@ -861,7 +856,7 @@ impl Run<'_> {
         // The manifest a retry replaces, read before it is.
         let old: Option<GroupManifest> = if let Some(x) = &g.replaces {
             let key = manifest::manifest_key(&self.job, x);
-            match self.dest.get(&key)? {
+            match self.io.dest.get(&key)? {
                 Some(b) => {
                     Some(serde_json::from_slice(&b).with_context(|| format!("reading {key}"))?)
                 }
@@ -871,11 +866,11 @@ impl Run<'_> {
             None
         };
         let ctx = assemble::AssembleCtx {
-            dest: self.dest,
-            staging: self.staging,
+            dest: self.io.dest,
+            staging: self.io.staging,
             job: &self.job,
-            target_size: self.opts.target_size,
-            xz_preset: self.opts.xz_preset,
+            target_size: self.io.opts.target_size,
+            xz_preset: self.io.opts.xz_preset,
             selection: &g.selection,
             lease_lost: &lease_lost,
             replaces: g.replaces.as_deref(),
@@ -887,7 +882,7 @@ impl Run<'_> {
             // Committed under new names: the old group goes, objects first (a crash
             // in between is finished by the next run holding the folder, or the
             // sweep, from `replaces`).
-            remove_group(self.dest, &old)?;
+            remove_group(self.io.dest, &old)?;
             let recovered = m.stats.records_in.saturating_sub(old.stats.records_in);
             tracing::info!(folder = %g.dir, recovered, unreadable_before = old.stats.unreadable.len(), unreadable_now = m.stats.unreadable.len(), "folder read again");
         }
@@ -931,7 +926,7 @@ impl Run<'_> {
             return Ok(());
         }
         let key = manifest::manifest_key(&self.job, &group);
-        let Some(bytes) = self.dest.get(&key)? else {
+        let Some(bytes) = self.io.dest.get(&key)? else {
             return Ok(());
         };
         let m: GroupManifest =
@@ -1244,23 +1239,16 @@ fn run_folders(
     walk: &mut Walker<'_>,
 ) -> anyhow::Result<bool> {
     let Io {
-        mappings,
         source,
         dest,
-        staging,
         opts,
         progress,
         stop,
+        ..
     } = *io;
     let run = Run {
-        mappings,
-        source,
-        dest,
-        staging,
-        opts,
+        io: *io,
         job: job.to_string(),
-        progress,
-        stop,
         leases,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),

@@ -181,6 +181,17 @@ impl Source for RawLogSource {
     }
 }
 
+/// How long ago a claimed file was claimed or renewed: its inode's change time,
+/// which both the claiming rename and a renewal's touch set (its modification time
+/// is still the writer's between the two, and would make a fresh claim look stale).
+fn claim_age(m: &std::fs::Metadata) -> Duration {
+    use std::os::unix::fs::MetadataExt;
+    let changed = std::time::UNIX_EPOCH
+        + Duration::from_secs(m.ctime().max(0) as u64)
+        + Duration::from_nanos(m.ctime_nsec().max(0) as u64);
+    changed.elapsed().unwrap_or_default()
+}
+
 /// Finished raw logs waiting in a spool.
 pub const READY: &str = "ready";
 /// Raw logs a worker is working on.
@@ -228,11 +239,9 @@ impl Spool {
             let from = self.root.join(READY).join(&name);
             let to = self.root.join(CLAIMED).join(&name);
             match std::fs::rename(&from, &to) {
-                Ok(()) => {
-                    // The claim's age counts from now, not from the file's writing.
-                    self.touch(&name)?;
-                    return Ok(Some(name));
-                }
+                // The rename sets the inode's change time: the claim's age counts
+                // from now (see `claim_age`).
+                Ok(()) => return Ok(Some(name)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
@@ -254,8 +263,8 @@ impl Spool {
         let mut n = 0;
         for name in self.names(CLAIMED)? {
             let path = self.root.join(CLAIMED).join(&name);
-            let age = match std::fs::metadata(&path).and_then(|m| m.modified()) {
-                Ok(t) => t.elapsed().unwrap_or_default(),
+            let age = match std::fs::metadata(&path) {
+                Ok(m) => claim_age(&m),
                 Err(_) => continue,
             };
             if age < self.claim_ttl {

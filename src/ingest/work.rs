@@ -258,23 +258,23 @@ impl Worker<'_> {
                 std::thread::sleep(Duration::from_secs(a.poll));
                 continue;
             };
-            // The claim is renewed while the file is worked on.
-            let finished = AtomicBool::new(false);
+            // The claim is renewed while the file is worked on; dropping the sender
+            // stops the renewals at once.
+            let (done, finished) = std::sync::mpsc::channel::<()>();
             let result = std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut last = std::time::Instant::now();
-                    while !finished.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(50).min(renew));
-                        if last.elapsed() >= renew {
-                            if let Err(e) = spool.touch(&name) {
-                                tracing::warn!(file = %name, error = %e, "could not renew the claim");
-                            }
-                            last = std::time::Instant::now();
+                let name = &name;
+                let spool = &spool;
+                s.spawn(move || {
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        finished.recv_timeout(renew)
+                    {
+                        if let Err(e) = spool.touch(name) {
+                            tracing::warn!(file = %name, error = %e, "could not renew the claim");
                         }
                     }
                 });
-                let r = self.publish(&source, &name);
-                finished.store(true, Ordering::SeqCst);
+                let r = self.publish(&source, name);
+                drop(done);
                 r
             });
             match result {
