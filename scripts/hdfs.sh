@@ -24,6 +24,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 # shellcheck source=lib/hadoop.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/hadoop.sh"
+SERVER_STATE="$HDFS_STATE"  # named by fail_start (lib/common.sh)
 
 NN_LOG="$HDFS_STATE/logs/namenode.log"
 DN_LOG="$HDFS_STATE/logs/datanode.log"
@@ -82,15 +83,6 @@ daemon_cmd() {
         -Dlog4j.configuration="file:$HDFS_CONF/log4j.properties" \
         -Dhadoop.log.dir="$HDFS_STATE/logs" \
         -cp "$HDFS_CONF:$HDFS_STATE/webroot:$HADOOP_JARS/*" "$cls" "$@")
-}
-
-# fail_start MSG LOG...: say why, show the logs as they were, then stop what started.
-fail_start() {
-    local msg="$1"; shift
-    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
-    show_logs "$@"
-    cmd_stop 2>/dev/null || true
-    die "$msg (logs above; state kept in $HDFS_STATE)"
 }
 
 # print_env: the env lines, on fd 3 only (start and env run under env_stdout_only).

@@ -23,6 +23,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 S3_STATE="$BACKFILL_STATE/s3"
+SERVER_STATE="$S3_STATE"  # named by fail_start (lib/common.sh)
 S3_LOG="$S3_STATE/logs/weed.out"
 MARKER="-dir=$S3_STATE/data"
 # Test-only credentials (the server accepts nothing else).
@@ -33,15 +34,6 @@ S3_REGION=us-east-1
 usage() { die "usage: $0 start|stop|status|env"; }
 
 s3_running() { pid_matches "$(cat "$S3_STATE/weed.pid" 2>/dev/null)" "$MARKER"; }
-
-# fail_start MSG LOG...: say why, show the logs as they were, then stop what started.
-fail_start() {
-    local msg="$1"; shift
-    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
-    show_logs "$@"
-    cmd_stop 2>/dev/null || true
-    die "$msg (logs above; state kept in $S3_STATE)"
-}
 
 # print_env: the env lines, on fd 3 only (start and env run under env_stdout_only).
 print_env() {

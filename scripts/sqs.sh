@@ -22,6 +22,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 
 SQS_STATE="$BACKFILL_STATE/sqs"
+SERVER_STATE="$SQS_STATE"  # named by fail_start (lib/common.sh)
 SQS_LOG="$SQS_STATE/logs/moto.out"
 # moto_server runs through a link in the state dir, so its command line names this
 # state dir: the marker that tells our server from any other process.
@@ -35,15 +36,6 @@ PROBE_REGION=us-east-1
 usage() { die "usage: $0 start|stop|status|env"; }
 
 sqs_running() { pid_matches "$(cat "$SQS_STATE/moto.pid" 2>/dev/null)" "$MARKER"; }
-
-# fail_start MSG LOG...: say why, show the logs as they were, then stop what started.
-fail_start() {
-    local msg="$1"; shift
-    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
-    show_logs "$@"
-    cmd_stop 2>/dev/null || true
-    die "$msg (logs above; state kept in $SQS_STATE)"
-}
 
 # print_env: the env line, on fd 3 only (start and env run under env_stdout_only).
 print_env() {

@@ -71,6 +71,17 @@ show_logs() {
     done
 }
 
+# fail_start MSG LOG...: a server script's start failed: say why, show the logs as
+# they were, stop what it started (its cmd_stop), and exit naming the state it keeps
+# (SERVER_STATE, which each server script sets).
+fail_start() {
+    local msg="$1"; shift
+    printf '%s: ERROR: %s\n' "$_bf_prog" "$msg" >&2
+    show_logs "$@"
+    cmd_stop 2>/dev/null || true
+    die "$msg (logs above; state kept in ${SERVER_STATE:-?})"
+}
+
 need_cmd() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; $2"
 }
