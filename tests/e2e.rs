@@ -112,7 +112,6 @@ fn counts(rep: &serde_json::Value) -> Vec<serde_json::Value> {
 #[test]
 fn e2e_hdfs_to_s3_is_byte_identical_to_local_to_local() {
     let _hdfs = crate::hdfs::shared();
-    let hdfs = crate::hdfs::server();
     let endpoint = crate::s3::env().endpoint;
     let t = tmp();
     let gen = t.path().join("gen");
@@ -122,24 +121,10 @@ fn e2e_hdfs_to_s3_is_byte_identical_to_local_to_local() {
     let (out, local_rep) = export(&gen.join("data"), &local, &["--jobs", "2"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    let dir = format!("/e2e-{}", std::process::id());
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &["fs", "-mkdir", "-p", &dir],
-    ));
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &[
-            "fs",
-            "-put",
-            gen.join("data").to_str().unwrap(),
-            &format!("{hdfs}{dir}/"),
-        ],
-    ));
+    let source = crate::hdfs::put_data(&gen, "e2e");
     let bucket = crate::s3::fresh_bucket("e2e");
     let dest = format!("s3://{bucket}/telemetry");
     let report = t.path().join("s3.json");
-    let source = format!("{hdfs}{dir}/data");
     let mut args = vec![
         "export".to_string(),
         source,
@@ -281,26 +266,6 @@ fn e2e_killed_exports_into_s3_finish_with_the_same_store() {
     }
 }
 
-/// Puts `gen/data` into HDFS under a fresh folder; returns the source URL.
-fn put_into_hdfs(gen: &Path, name: &str) -> String {
-    let hdfs = crate::hdfs::server();
-    let dir = format!("/{name}-{}", std::process::id());
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &["fs", "-mkdir", "-p", &dir],
-    ));
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &[
-            "fs",
-            "-put",
-            gen.join("data").to_str().unwrap(),
-            &format!("{hdfs}{dir}/"),
-        ],
-    ));
-    format!("{hdfs}{dir}/data")
-}
-
 #[test]
 fn e2e_a_datanode_down_past_the_retries_fails_units_and_the_rerun_completes() {
     let t = tmp();
@@ -311,7 +276,7 @@ fn e2e_a_datanode_down_past_the_retries_fails_units_and_the_rerun_completes() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let source = {
         let _hdfs = crate::hdfs::shared();
-        put_into_hdfs(&gen, "datanode-down")
+        crate::hdfs::put_data(&gen, "datanode-down")
     };
     let dest = t.path().join("dest");
     let report = t.path().join("r.json");

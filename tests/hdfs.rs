@@ -591,3 +591,21 @@ fn datanode_stopped_mid_read_fails_naming_file_and_offset_or_recovers() {
     restart.join().unwrap();
     assert!(rest == want[head..], "bytes after recovery differ");
 }
+
+/// Puts `gen/data` into HDFS under a fresh folder named after `name` and this
+/// process; returns the source URL of its `data`.
+pub(crate) fn put_data(gen: &Path, name: &str) -> String {
+    let hdfs = server();
+    let dir = format!("/{name}-{}", std::process::id());
+    check(script("hadoop-tool.sh", &["fs", "-mkdir", "-p", &dir]));
+    check(script(
+        "hadoop-tool.sh",
+        &[
+            "fs",
+            "-put",
+            gen.join("data").to_str().unwrap(),
+            &format!("{hdfs}{dir}/"),
+        ],
+    ));
+    format!("{hdfs}{dir}/data")
+}

@@ -518,23 +518,8 @@ fn verify_s3_destination_clean_then_a_deleted_and_a_changed_object() {
 #[test]
 fn verify_hdfs_source_clean_then_an_added_file_and_a_changed_record() {
     let _hdfs = crate::hdfs::shared();
-    let hdfs = crate::hdfs::server();
     let f = fixture();
-    let dir = format!("/verify-{}", std::process::id());
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &["fs", "-mkdir", "-p", &dir],
-    ));
-    crate::hdfs::check(crate::hdfs::script(
-        "hadoop-tool.sh",
-        &[
-            "fs",
-            "-put",
-            f.src.join("data").to_str().unwrap(),
-            &format!("{hdfs}{dir}/"),
-        ],
-    ));
-    let src = format!("{hdfs}{dir}/data");
+    let src = crate::hdfs::put_data(&f.src, "verify");
     let t = tmp();
     let dest = t.path().join("dest");
     let out = backfill(&["export", &src, dest.to_str().unwrap(), "-q"]);
