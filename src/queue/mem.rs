@@ -8,7 +8,7 @@
 //! sent (among the visible ones), and a delete with a receipt that is no longer
 //! current (the message was delivered again since) leaves the message in place.
 
-use super::{check_limits, Message, Queue, MAX_RECEIVE};
+use super::{check_limits, Message, Queue};
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -129,11 +129,9 @@ impl Queue for MemQueue {
         wait_secs: u32,
         visibility_secs: u32,
     ) -> io::Result<Vec<Message>> {
-        check_limits(wait_secs, visibility_secs)?;
-        let max = max.min(MAX_RECEIVE);
-        if max == 0 {
+        let Some(max) = super::receivable(max, wait_secs, visibility_secs)? else {
             return Ok(Vec::new());
-        }
+        };
         // The wait is in real time; the skew only moves timeouts.
         let deadline = Instant::now() + Duration::from_secs(u64::from(wait_secs));
         let mut st = self.lock();

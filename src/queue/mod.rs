@@ -71,6 +71,13 @@ pub trait Queue: Send + Sync {
     fn approximate_counts(&self) -> io::Result<(u64, u64)>;
 }
 
+/// The checks every receive makes, so both queues answer alike: the limits (see
+/// [`check_limits`]), and how many messages to take at most (`None`: none asked for).
+fn receivable(max: usize, wait_secs: u32, visibility_secs: u32) -> io::Result<Option<usize>> {
+    check_limits(wait_secs, visibility_secs)?;
+    Ok(Some(max.min(MAX_RECEIVE)).filter(|&m| m > 0))
+}
+
 /// Checks the limits SQS puts on a receive or an extension, so both queues refuse
 /// the same values with the same words.
 fn check_limits(wait_secs: u32, visibility_secs: u32) -> io::Result<()> {

@@ -11,7 +11,7 @@
 //! (`http://127.0.0.1:9324/123456789012/name`) is served by its own origin, and an
 //! AWS one (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`) by SQS in its region.
 
-use super::{check_limits, Message, Queue, MAX_RECEIVE};
+use super::{check_limits, Message, Queue};
 use crate::store::s3::{
     backoff, jitter, should_retry, without_userinfo, AttemptError, Outcome, Rt,
 };
@@ -417,11 +417,9 @@ impl Queue for SqsQueue {
         wait_secs: u32,
         visibility_secs: u32,
     ) -> io::Result<Vec<Message>> {
-        check_limits(wait_secs, visibility_secs)?;
-        let max = max.min(MAX_RECEIVE);
-        if max == 0 {
+        let Some(max) = super::receivable(max, wait_secs, visibility_secs)? else {
             return Ok(Vec::new());
-        }
+        };
         let out = self.call("ReceiveMessage", || {
             self.client
                 .receive_message()
