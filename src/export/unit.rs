@@ -648,10 +648,9 @@ fn read_unit(
         return read_seqfile(ctx, unit, Box::new(file), &mut sink, stager, stats);
     }
     // Text dumps are not split: the unit at offset 0 reads the whole file.
-    if unit.start != 0 {
+    if !reads_whole_file(unit, stats) {
         return Ok(());
     }
-    stats.bytes_in += unit.file_size;
     let whole = io::Cursor::new(prefix[..n].to_vec()).chain(file);
     let reader =
         body::decompressing_reader(io::BufReader::with_capacity(1 << 20, whole), container);
@@ -725,10 +724,9 @@ fn read_stored(
     stager: &mut Stager,
     stats: &mut Stats,
 ) -> io::Result<()> {
-    if unit.start != 0 {
+    if !reads_whole_file(unit, stats) {
         return Ok(());
     }
-    stats.bytes_in += unit.file_size;
     let fail = |what: &str, at: u64, e: &dyn std::fmt::Display| source_failure(unit, what, at, e);
     let replay = crate::reprocess::is_error_output(&unit.file);
     let object = if replay {
@@ -911,10 +909,9 @@ fn read_raw_log(
     stats: &mut Stats,
 ) -> io::Result<()> {
     use crate::core::rawlog::{RawItem, RawLogError, RawLogReader, RawVersion};
-    if unit.start != 0 {
+    if !reads_whole_file(unit, stats) {
         return Ok(());
     }
-    stats.bytes_in += unit.file_size;
     let name = unit.file.rsplit('/').next().unwrap_or(&unit.file);
     let mut log = RawLogReader::new(
         io::BufReader::with_capacity(1 << 20, file),
@@ -969,6 +966,17 @@ fn read_raw_log(
 
 /// Longest line of a stored object read (as the new store's readers).
 const MAX_STORED_LINE: usize = crate::core::newstore::DEFAULT_MAX_LINE;
+
+/// Whether this unit reads its file: files that cannot be split (text dumps, the
+/// new layout's objects, raw logs) are read whole by their unit at offset 0, which
+/// counts the file's bytes; the other units of such a file read nothing.
+fn reads_whole_file(unit: &UnitSpec, stats: &mut Stats) -> bool {
+    if unit.start != 0 {
+        return false;
+    }
+    stats.bytes_in += unit.file_size;
+    true
+}
 
 fn read_prefix(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
